@@ -1,0 +1,191 @@
+//! Command-line definitions (clap) and the dispatch from a parsed command to the
+//! library. Output formatting for people lives here; the work lives in the
+//! library modules.
+
+pub mod progress;
+mod commands;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::MechanismKind;
+use crate::generate::FileFormat;
+
+pub use commands::run;
+
+/// Differentially private analytics over people's event logs.
+#[derive(Debug, Parser)]
+#[command(name = "dpq", version, about, long_about = None, propagate_version = true)]
+pub struct Args {
+    /// The dataset directory (holding dpq.toml).
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The one-command tour: synthetic logs → ingest → DP annual report.
+    Demo {
+        /// Where to put the demo dataset and report.
+        #[arg(long, default_value = "dpq-demo")]
+        out: PathBuf,
+        /// Number of synthetic people.
+        #[arg(long, default_value_t = 20_000)]
+        users: u64,
+        /// Days of logs (two years by default).
+        #[arg(long, default_value_t = 731)]
+        days: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Median messages per person per day in the synthetic logs.
+        #[arg(long, default_value_t = 0.6)]
+        messages_per_day: f64,
+    },
+    /// Create a dataset directory with a commented dpq.toml.
+    Init {
+        dir: PathBuf,
+    },
+    /// Generate synthetic event logs of a messaging app.
+    Generate {
+        #[arg(long)]
+        users: u64,
+        #[arg(long)]
+        days: u32,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
+        format: FileFormat,
+        /// First day of the logs (YYYY-MM-DD).
+        #[arg(long, default_value = "2025-01-01")]
+        start: chrono::NaiveDate,
+        /// Median messages per person per day (the heavy tail makes the mean ~2.2× this).
+        #[arg(long, default_value_t = 2.0)]
+        messages_per_day: f64,
+    },
+    /// Ingest CSV, JSON Lines or Parquet files into a declared table.
+    Ingest {
+        table: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Ingest even if the same content was ingested before.
+        #[arg(long)]
+        force: bool,
+        /// Input format (default: from the file extension).
+        #[arg(long, value_enum)]
+        format: Option<FileFormat>,
+    },
+    /// Answer an aggregate SQL query with differential privacy.
+    Query {
+        sql: String,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Draw new noise and charge again instead of replaying a stored answer.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// What a query would cost and how accurate it would be (spends nothing).
+    Explain {
+        sql: String,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Produce a multi-query report from a TOML spec.
+    Report {
+        spec: PathBuf,
+        /// Output directory for index.html, report.md and report.json.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+        /// Print the plan (per-section ε and expected error) without spending.
+        #[arg(long)]
+        plan: bool,
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Show the privacy budget ledger.
+    Budget {
+        /// List every entry.
+        #[arg(long)]
+        log: bool,
+        /// Recompute the hash chain and report the first bad entry.
+        #[arg(long)]
+        verify: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+/// Per-query privacy parameters (override dpq.toml [defaults]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PrivacyArgs {
+    /// ε to spend on this query.
+    #[arg(long)]
+    pub epsilon: Option<String>,
+    /// δ to spend on this query.
+    #[arg(long)]
+    pub delta: Option<String>,
+    /// L0: GROUP BY groups one person may touch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_groups_per_unit: Option<u64>,
+    /// Linf: rows one person adds to one group.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_group: Option<u64>,
+    /// L1: rows one person adds to the query in total.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_unit: Option<u64>,
+    #[arg(long, value_enum)]
+    pub mechanism: Option<MechanismArg>,
+    /// Confidence level of the reported intervals.
+    #[arg(long)]
+    pub confidence: Option<f64>,
+    /// Spend a share of ε on DP quantiles of per-person contributions to choose the bounds.
+    #[arg(long)]
+    pub auto_bounds: bool,
+    /// Query memory limit before spilling, e.g. 2GiB.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
+    /// Execution engine: `local` (default) or a Ballista scheduler `df://host:port`.
+    #[arg(long, default_value = "local")]
+    pub engine: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MechanismArg {
+    Laplace,
+    Gaussian,
+}
+
+impl From<MechanismArg> for MechanismKind {
+    fn from(m: MechanismArg) -> Self {
+        match m {
+            MechanismArg::Laplace => MechanismKind::Laplace,
+            MechanismArg::Gaussian => MechanismKind::Gaussian,
+        }
+    }
+}
+
+/// A usage error detected after parsing (bad flag value): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 }
+}
