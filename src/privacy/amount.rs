@@ -198,7 +198,7 @@ impl fmt::Display for Amount {
         while fs.ends_with('0') {
             fs.pop();
         }
-        if int == 0 && fs.len() > 6 && fs.starts_with("0000") {
+        if int == 0 && fs.starts_with("0000") {
             // small amounts such as δ read better in scientific notation
             let lead = fs.len() - fs.trim_start_matches('0').len();
             let sig = fs.trim_start_matches('0');

@@ -1,0 +1,212 @@
+//! DP quantiles over a bounded, discretised domain with the exponential mechanism.
+//!
+//! **Domain.** [lo, hi] is cut into B bins (one per integer for small integer
+//! ranges, else 1024 equal bins). Values are clamped into [lo, hi] first; the
+//! input is the histogram h of bounded values per bin.
+//!
+//! **Mechanism.** For q = Q/D, candidate bin k has utility
+//! u(k) = −dist(Q·n, [D·below(k), D·upto(k)]) where below(k) = Σ_{j<k} h_j,
+//! upto(k) = below(k) + h_k and n = Σ h. Adding or removing one unit that holds
+//! at most m values changes every u(k) by at most Δu = max(Q, D−Q)·m. The
+//! exponential mechanism (McSherry & Talwar 2007) picks k with probability
+//! ∝ exp(ε·u(k)/(2Δu)), which is ε-DP. It is sampled **exactly**: propose k
+//! uniformly and accept with Bernoulli(exp(−ε(u* − u(k))/(2Δu))) (rational
+//! exponent, CKS20 Algorithm 1); the accepted k has exactly the EM distribution.
+//!
+//! **Accuracy.** With probability ≥ 1 − β the chosen bin has utility
+//! ≥ −(2Δu/ε)(ln B + ln 1/β), i.e. its rank is within r = 2·max(q,1−q)·m·(ln B +
+//! ln 1/β)/ε values of q·n. [`quantile_with_ci`] turns this into a value-space
+//! interval: it releases a noisy count n̂ (lower confidence bound n_lo) and two
+//! more EM quantiles at q ∓ r/n_lo; by the union bound the interval between
+//! them contains the bin of the true quantile with probability ≥ the confidence.
+//! The ε is split 10 % (count) / 50 % (quantile) / 20 % / 20 % (interval ends).
+//!
+//! **Timing.** The number of proposals depends on the utilities (private). See
+//! docs/privacy.md.
+
+use num_bigint::BigUint;
+use rand::{CryptoRng, Rng, RngCore};
+
+use super::amount::{Amount, SCALE};
+use super::noise::Noise;
+use super::samplers::bernoulli_exp_big;
+
+/// Rational quantile level Q/D with D = 10⁶.
+pub const LEVEL_DEN: u64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QuantileError {
+    #[error("quantile level must be in (0, 1), got {0}")]
+    BadLevel(f64),
+    #[error("quantile domain [{lo}, {hi}] is not finite or not ordered")]
+    BadDomain { lo: f64, hi: f64 },
+    #[error("ε must be > 0")]
+    ZeroEpsilon,
+}
+
+/// The discretised domain of a quantile.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Domain {
+    pub lo: f64,
+    pub hi: f64,
+    pub bins: usize,
+    /// One bin per integer in [lo, hi].
+    pub integer: bool,
+}
+
+impl Domain {
+    pub fn new(lo: f64, hi: f64, integer_valued: bool) -> Result<Domain, QuantileError> {
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(QuantileError::BadDomain { lo, hi });
+        }
+        if integer_valued {
+            let (l, h) = (lo.ceil(), hi.floor());
+            if h >= l && h - l < 4096.0 {
+                return Ok(Domain { lo: l, hi: h, bins: (h - l) as usize + 1, integer: true });
+            }
+        }
+        Ok(Domain { lo, hi, bins: if hi > lo { 1024 } else { 1 }, integer: false })
+    }
+
+    /// Bin of a (finite) value, after clamping.
+    pub fn bin(&self, v: f64) -> usize {
+        let c = v.clamp(self.lo, self.hi);
+        if self.integer {
+            return (c.round() - self.lo) as usize;
+        }
+        let w = (self.hi - self.lo) / self.bins as f64;
+        if w <= 0.0 {
+            return 0;
+        }
+        (((c - self.lo) / w).floor() as usize).min(self.bins - 1)
+    }
+
+    /// The value released for bin k.
+    pub fn representative(&self, k: usize) -> f64 {
+        if self.integer {
+            return self.lo + k as f64;
+        }
+        let w = (self.hi - self.lo) / self.bins as f64;
+        self.lo + (k as f64 + 0.5) * w
+    }
+
+    /// [low edge, high edge] of bin k (within [lo, hi]).
+    pub fn edges(&self, k: usize) -> (f64, f64) {
+        if self.integer {
+            let v = self.lo + k as f64;
+            return (v, v);
+        }
+        let w = (self.hi - self.lo) / self.bins as f64;
+        (self.lo + k as f64 * w, (self.lo + (k + 1) as f64 * w).min(self.hi))
+    }
+}
+
+fn level(q: f64) -> Result<u64, QuantileError> {
+    if !(q > 0.0 && q < 1.0) {
+        return Err(QuantileError::BadLevel(q));
+    }
+    Ok(((q * LEVEL_DEN as f64).round() as u64).clamp(1, LEVEL_DEN - 1))
+}
+
+/// Exact exponential-mechanism quantile: the index of the chosen bin.
+/// `m` is the most values one unit contributes to `hist`.
+pub fn em_quantile<R: RngCore + CryptoRng>(rng: &mut R, hist: &[u64], q: f64, epsilon: Amount, m: u64) -> Result<usize, QuantileError> {
+    if epsilon.is_zero() {
+        return Err(QuantileError::ZeroEpsilon);
+    }
+    let qn = level(q)? as u128;
+    let d = LEVEL_DEN as u128;
+    let n: u128 = hist.iter().map(|&h| h as u128).sum();
+    let target = qn * n;
+    // utilities as non-negative "distances" (u* − u = dist − dist_min)
+    let mut below: u128 = 0;
+    let mut dist = Vec::with_capacity(hist.len());
+    for &h in hist {
+        let upto = below + h as u128;
+        let (lo, hi) = (d * below, d * upto);
+        dist.push(if target < lo { lo - target } else if target > hi { target - hi } else { 0 });
+        below = upto;
+    }
+    let min = *dist.iter().min().expect("non-empty domain");
+    let du = qn.max(d - qn) * m.max(1) as u128;
+    // γ_k = ε (dist_k − min) / (2 Δu) = E (dist_k − min) / (2 Δu 10¹⁸)
+    let e = BigUint::from(epsilon.atto());
+    let den = BigUint::from(du) * BigUint::from(SCALE) * 2u32;
+    loop {
+        let k = rng.random_range(0..hist.len());
+        let num = &e * BigUint::from(dist[k] - min);
+        if bernoulli_exp_big(rng, &num, &den) {
+            return Ok(k);
+        }
+    }
+}
+
+/// Rank-error bound r (in values) holding with probability ≥ 1 − β.
+pub fn rank_error(q: f64, m: u64, epsilon: f64, bins: usize, beta: f64) -> f64 {
+    2.0 * q.max(1.0 - q) * m.max(1) as f64 * ((bins as f64).ln() + (1.0 / beta).ln()) / epsilon
+}
+
+/// A released quantile with its interval (value units).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct QuantileRelease {
+    pub value: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub confidence: f64,
+    /// Approximate standard deviation: the interval's half-width over z.
+    pub stddev: f64,
+}
+
+/// The ε shares of [`quantile_with_ci`]: count, quantile, lower end, upper end.
+pub const SPLIT: [(u128, u128); 4] = [(1, 10), (5, 10), (2, 10), (2, 10)];
+
+/// A DP quantile with a value-space confidence interval (see module docs).
+pub fn quantile_with_ci<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    hist: &[u64],
+    domain: &Domain,
+    q: f64,
+    epsilon: Amount,
+    m: u64,
+    confidence: f64,
+) -> Result<QuantileRelease, QuantileError> {
+    let parts: Vec<Amount> = SPLIT.iter().map(|&(p, d)| epsilon.mul_ratio_floor(p, d)).collect();
+    let beta = (1.0 - confidence) / 3.0;
+    let n: u64 = hist.iter().sum();
+    let count_noise = Noise::laplace(m.max(1) as u128, parts[0]).map_err(|_| QuantileError::ZeroEpsilon)?;
+    let n_hat = n as i128 + count_noise.sample(rng);
+    let n_lo = n_hat - count_noise.halfwidth(1.0 - beta) as i128;
+    let k = em_quantile(rng, hist, q, parts[1], m)?;
+    let mut k_lo = 0usize;
+    let mut k_hi = hist.len() - 1;
+    if n_lo > 0 {
+        let n_lo = n_lo as f64;
+        let r_lo = rank_error(q, m, parts[2].to_f64(), hist.len(), beta);
+        let q_lo = q - (r_lo + 1.0) / n_lo;
+        if q_lo > 0.0 && level(q_lo).is_ok() {
+            // EM at a lower level: with prob ≥ 1 − β its bin is ≤ the true bin
+            let r = rank_error(q_lo, m, parts[2].to_f64(), hist.len(), beta);
+            let q_lo = q - (r + 1.0) / n_lo;
+            if q_lo > 0.0 {
+                k_lo = em_quantile(rng, hist, q_lo, parts[2], m)?;
+            }
+        }
+        let r_hi = rank_error(q, m, parts[3].to_f64(), hist.len(), beta);
+        let q_hi = q + (r_hi + 1.0) / n_lo;
+        if q_hi < 1.0 {
+            let r = rank_error(q_hi, m, parts[3].to_f64(), hist.len(), beta);
+            let q_hi = q + (r + 1.0) / n_lo;
+            if q_hi < 1.0 {
+                k_hi = em_quantile(rng, hist, q_hi, parts[3], m)?;
+            }
+        }
+    }
+    let value = domain.representative(k);
+    let ci_low = domain.edges(k_lo).0.min(value);
+    let ci_high = domain.edges(k_hi).1.max(value);
+    let z = super::special::normal_isf((1.0 - confidence) / 2.0);
+    Ok(QuantileRelease { value, ci_low, ci_high, confidence, stddev: (ci_high - ci_low) / (2.0 * z) })
+}
+
+#[cfg(test)]
+mod test;

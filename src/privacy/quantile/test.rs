@@ -1,0 +1,83 @@
+use super::*;
+use rand::SeedableRng;
+
+fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
+    rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+}
+
+fn a(s: &str) -> Amount {
+    s.parse().unwrap()
+}
+
+#[test]
+fn median_of_clear_cut_data_is_found() {
+    // 2000 values, all at 30 except a spread: the median bin is 30
+    let dom = Domain::new(0.0, 100.0, true).unwrap();
+    let mut hist = vec![0u64; dom.bins];
+    for v in 0..100 {
+        hist[dom.bin(v as f64)] += 5;
+    }
+    hist[dom.bin(30.0)] += 1500;
+    let mut r = rng(1);
+    let hits = (0..200).filter(|_| em_quantile(&mut r, &hist, 0.5, a("1"), 1).unwrap() == 30).count();
+    assert!(hits >= 198, "median found {hits}/200 times");
+}
+
+#[test]
+fn em_distribution_matches_exact_probabilities() {
+    // small histogram: compare empirical frequencies with exp(ε u/(2Δ)) weights
+    let hist = [3u64, 1, 0, 2];
+    let eps = a("2");
+    let mut r = rng(2);
+    let trials = 60_000;
+    let mut counts = [0u64; 4];
+    for _ in 0..trials {
+        counts[em_quantile(&mut r, &hist, 0.5, eps, 1).unwrap()] += 1;
+    }
+    // exact: n = 6, target = 3; below = [0,3,4,4], upto = [3,4,4,6]; dist = [0,0,1,1] (in units of D)
+    let w: Vec<f64> = [0.0, 0.0, 1.0, 1.0].iter().map(|d: &f64| (-2.0 * d * 1e6 / (2.0 * 500_000.0)).exp()).collect();
+    let z: f64 = w.iter().sum();
+    let mut stat = 0.0;
+    for k in 0..4 {
+        let e = trials as f64 * w[k] / z;
+        stat += (counts[k] as f64 - e).powi(2) / e;
+    }
+    let p = crate::privacy::special::chi2_sf(stat, 3.0);
+    assert!(p > 1e-8, "χ²={stat} p={p}");
+}
+
+#[test]
+fn interval_covers_the_true_quantile() {
+    let dom = Domain::new(0.0, 1000.0, false).unwrap();
+    let mut hist = vec![0u64; dom.bins];
+    let mut r = rng(3);
+    for _ in 0..5000 {
+        let v: f64 = r.random_range(200.0..600.0);
+        hist[dom.bin(v)] += 1;
+    }
+    // true median bin
+    let mut acc = 0;
+    let true_bin = hist.iter().position(|&h| { acc += h; acc as f64 >= 2500.0 }).unwrap();
+    let (tlo, thi) = dom.edges(true_bin);
+    let mut covered = 0;
+    for _ in 0..100 {
+        let rel = quantile_with_ci(&mut r, &hist, &dom, 0.5, a("1"), 1, 0.9).unwrap();
+        assert!(rel.ci_low <= rel.value && rel.value <= rel.ci_high);
+        if rel.ci_low <= tlo && rel.ci_high >= thi {
+            covered += 1;
+        }
+        assert!((rel.value - 400.0).abs() < 60.0, "median {}", rel.value);
+    }
+    assert!(covered >= 90, "covered {covered}/100");
+}
+
+#[test]
+fn domains() {
+    let d = Domain::new(0.0, 23.0, true).unwrap();
+    assert_eq!(d.bins, 24);
+    assert_eq!(d.bin(23.7), 23);
+    assert_eq!(d.representative(5), 5.0);
+    let d = Domain::new(0.0, 1e6, true).unwrap();
+    assert_eq!(d.bins, 1024);
+    assert!(Domain::new(f64::NAN, 1.0, false).is_err());
+}
