@@ -11,3 +11,4 @@ pub mod fixed_point;
 pub mod partition;
 pub mod quantile;
 pub mod topk;
+pub mod accountant;
