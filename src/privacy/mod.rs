@@ -12,3 +12,4 @@ pub mod partition;
 pub mod quantile;
 pub mod topk;
 pub mod accountant;
+pub mod bounding;
