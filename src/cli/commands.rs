@@ -4,7 +4,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Args, Command};
+use super::{Args, Command, OutputFormat, PrivacyArgs, UsageError, output};
+use crate::engine::Engine;
+use crate::engine::plan::QueryParams;
+use crate::ledger::Ledger;
+use crate::privacy::amount::Amount;
 use crate::dataset::Dataset;
 use crate::generate::{self, FileFormat, GenerateOptions};
 use crate::ingest::{self, IngestOptions};
@@ -54,9 +58,54 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Demo { out, users, days, seed, messages_per_day } => demo(&out, users, days, seed, messages_per_day),
-        Command::Query { .. } | Command::Explain { .. } | Command::Report { .. } | Command::Budget { .. } => {
-            anyhow::bail!("this command is not available yet")
+        Command::Query { sql, privacy, format, fresh } => {
+            let ds = Dataset::open(&data)?;
+            let params = params(&ds, &privacy)?;
+            let mem = memory_limit(&ds, &privacy)?;
+            runtime()?.block_on(async {
+                let engine = open_engine(&ds, mem, &privacy.engine).await?;
+                let prepared = engine.prepare(&sql, &params).await?;
+                let mut ledger = open_ledger(&ds)?;
+                let spinner = super::progress::spinner(super::progress::wanted(), "running the DP query");
+                let r = engine.run(&prepared, &mut ledger, fresh).await;
+                spinner.finish_and_clear();
+                print!("{}", output::render(&r?, format));
+                Ok(())
+            })
         }
+        Command::Explain { sql, privacy, format } => {
+            let ds = Dataset::open(&data)?;
+            let params = params(&ds, &privacy)?;
+            let mem = memory_limit(&ds, &privacy)?;
+            runtime()?.block_on(async {
+                let engine = open_engine(&ds, mem, &privacy.engine).await?;
+                let prepared = engine.prepare(&sql, &params).await?;
+                let ledger = open_ledger(&ds)?;
+                let e = crate::engine::explain::explain(&prepared, Some(ledger.status()?.remaining_epsilon))?;
+                match format {
+                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+                    _ => print!("{}", e.to_text()),
+                }
+                Ok(())
+            })
+        }
+        Command::Budget { log, verify, format } => {
+            let ds = Dataset::open(&data)?;
+            let ledger = open_ledger(&ds)?;
+            if verify {
+                let v = ledger.verify()?;
+                print!("{}", output::render_verify(&v, format));
+                if !v.ok {
+                    anyhow::bail!("the ledger failed verification: it was edited outside dpq");
+                }
+                return Ok(());
+            }
+            let status = ledger.status()?;
+            let entries = if log { Some(ledger.entries()?) } else { None };
+            print!("{}", output::render_status(&status, entries.as_deref(), format));
+            Ok(())
+        }
+        Command::Report { .. } => anyhow::bail!("this command is not available yet"),
     }
 }
 
@@ -125,4 +174,64 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
     println!("3/3 the DP query engine is the next step: see README.md for what comes next.");
     let _ = ds;
     Ok(())
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub fn open_ledger(ds: &Dataset) -> Result<Ledger> {
+    Ok(Ledger::open(&ds.ledger_path(), &ds.config.budget, &ds.config.file.display().to_string())?)
+}
+
+pub async fn open_engine(ds: &Dataset, mem: Option<u64>, engine: &str) -> Result<Engine> {
+    if engine != "local" {
+        return Err(UsageError(format!(
+            "--engine {engine}: this build runs queries locally only\n  hint: build with `cargo build --release --features ballista` to run the bounded plan on a Ballista cluster"
+        ))
+        .into());
+    }
+    Ok(Engine::open(ds, mem).await?)
+}
+
+fn amount_flag(name: &str, v: &Option<String>) -> Result<Option<Amount>> {
+    match v {
+        None => Ok(None),
+        Some(s) => s.parse::<Amount>().map(Some).map_err(|e| UsageError(format!("--{name} {s}: {e}")).into()),
+    }
+}
+
+pub fn params(ds: &Dataset, p: &PrivacyArgs) -> Result<QueryParams> {
+    let eps = amount_flag("epsilon", &p.epsilon)?;
+    if eps.is_some_and(|e| e.is_zero()) {
+        return Err(UsageError("--epsilon must be > 0".into()).into());
+    }
+    let delta = amount_flag("delta", &p.delta)?;
+    if delta.is_some_and(|d| d >= Amount::ONE) {
+        return Err(UsageError("--delta must be < 1".into()).into());
+    }
+    if let Some(c) = p.confidence {
+        if !(c > 0.0 && c < 1.0) {
+            return Err(UsageError(format!("--confidence {c}: must be strictly between 0 and 1 (e.g. 0.95)")).into());
+        }
+    }
+    Ok(crate::engine::params_from(
+        &ds.config,
+        eps,
+        delta,
+        p.max_rows_per_unit,
+        p.max_groups_per_unit,
+        p.max_rows_per_group,
+        p.mechanism.map(Into::into),
+        p.confidence,
+        p.auto_bounds,
+    ))
+}
+
+pub fn memory_limit(ds: &Dataset, p: &PrivacyArgs) -> Result<Option<u64>> {
+    let s = p.memory_limit.clone().or_else(|| ds.config.defaults.memory_limit.clone());
+    match s {
+        None => Ok(None),
+        Some(s) => crate::config::parse_bytes(&s).map(Some).map_err(|e| UsageError(format!("--memory-limit: {e}")).into()),
+    }
 }

@@ -1,1 +1,293 @@
-//! (in progress)
+//! Everything that touches DataFusion: sessions, the DP rewrite, execution.
+//!
+//! [`Engine::prepare`] parses and analyses a query and calibrates its noise
+//! without reading private rows (this is all `dpq explain` needs);
+//! [`Engine::run`] charges the ledger, executes the bounded plan, releases the
+//! noisy answer and stores it for replay before returning it.
+
+pub mod analyze;
+pub mod bounded;
+pub mod error;
+pub mod explain;
+pub mod guard;
+pub mod plan;
+pub mod release;
+pub mod result;
+pub mod session;
+
+use std::collections::{BTreeSet, HashMap};
+
+use rand::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::Dataset;
+use crate::ledger::{ChargeRequest, Ledger, Replay};
+use crate::privacy::amount::Amount;
+use crate::privacy::bounding;
+use crate::privacy::quantile;
+use analyze::{Analysis, DpQuery, PublicDomains};
+pub use error::{EngineError, Result};
+use plan::{Calibration, QueryParams};
+use result::{Privacy, QueryResult};
+use session::Sessions;
+
+/// A query, analysed and calibrated.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    Public { plan: datafusion::logical_expr::LogicalPlan, tables: BTreeSet<String>, sql: String },
+    Dp { query: Box<DpQuery>, cal: Calibration, params: QueryParams, sql: String, key: String, data_version: String },
+}
+
+pub struct Engine {
+    pub sessions: Sessions,
+    domains: PublicDomains,
+}
+
+impl Engine {
+    /// Open the engine over a dataset (reads manifests and public key domains).
+    pub async fn open(ds: &Dataset, memory_limit: Option<u64>) -> Result<Engine> {
+        let sessions = Sessions::new(&ds.dir, &ds.config, memory_limit)?;
+        let ctx = sessions.planning()?;
+        let loaded: BTreeSet<String> = sessions.tables.keys().cloned().collect();
+        let domains = analyze::load_public_domains(&ctx, &ds.config, &loaded).await?;
+        Ok(Engine { sessions, domains })
+    }
+
+    fn data_version(&self, tables: &BTreeSet<String>) -> String {
+        let mut h = Sha256::new();
+        for t in tables {
+            h.update(t.as_bytes());
+            h.update(self.sessions.version(t).unwrap_or_default().as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Parse, analyse and calibrate. Reads no private rows.
+    pub async fn prepare(&self, sql: &str, params: &QueryParams) -> Result<Prepared> {
+        if !(params.confidence > 0.0 && params.confidence < 1.0) {
+            return Err(EngineError::Invalid(format!("--confidence must be strictly between 0 and 1 (got {})", params.confidence)));
+        }
+        let ctx = self.sessions.planning()?;
+        let config = &self.sessions.config;
+        match analyze::analyze(&ctx, config, &self.domains, sql).await? {
+            Analysis::Public { plan, tables } => Ok(Prepared::Public { plan, tables, sql: sql.to_string() }),
+            Analysis::Dp(q) => {
+                let (c, l0, linf) = plan::configured_bounds(&q, params);
+                let (family, alt, why) = plan::choose_family(&q, params, c, l0, linf);
+                let cal = plan::calibrate(&q, params, family, alt, why)?;
+                let data_version = self.data_version(&q.tables);
+                let mut h = Sha256::new();
+                h.update(q.plan.display_indent().to_string().as_bytes());
+                h.update(serde_json::to_string(params).unwrap().as_bytes());
+                h.update(data_version.as_bytes());
+                let key = hex::encode(h.finalize());
+                Ok(Prepared::Dp { query: q, cal, params: params.clone(), sql: sql.to_string(), key, data_version })
+            }
+        }
+    }
+
+    /// Answer a prepared query: replay, or charge → execute → release → store.
+    pub async fn run(&self, prepared: &Prepared, ledger: &mut Ledger, fresh: bool) -> Result<QueryResult> {
+        match prepared {
+            Prepared::Public { plan, .. } => {
+                let ctx = self.sessions.planning()?;
+                let batches = ctx.execute_logical_plan(plan.clone()).await.map_err(error::sql)?.collect().await.map_err(error::sql)?;
+                let mut r = release::plain_result(&batches);
+                r.notes.push("this query reads only public tables: answered exactly, nothing charged".into());
+                Ok(r)
+            }
+            Prepared::Dp { query, cal, params, sql, key, data_version } => {
+                let status = ledger.status()?;
+                if !fresh {
+                    match ledger.replay(key)? {
+                        Some(Replay::Stored { entry, result }) => {
+                            let mut r: QueryResult = serde_json::from_value(result)
+                                .map_err(|e| EngineError::Invalid(format!("stored result of entry {entry} is unreadable: {e}")))?;
+                            if let Some(p) = &mut r.privacy {
+                                p.replayed = true;
+                                p.epsilon = "0".into();
+                                p.delta = "0".into();
+                                p.remaining_epsilon = status.remaining_epsilon;
+                                p.remaining_delta = status.remaining_delta.to_string();
+                            }
+                            r.notes.push(format!(
+                                "replayed the stored answer of ledger entry {entry}: asking again costs nothing and returns the same noise; use --fresh to draw new noise (and pay again)"
+                            ));
+                            return Ok(r);
+                        }
+                        Some(Replay::Unfinished { entry, seed }) => {
+                            let mut r = self.compute(query, cal, seed).await?;
+                            r.privacy = Some(privacy_of(cal, query, entry, None, status.remaining_epsilon, status.remaining_delta, true));
+                            r.notes.push(format!("ledger entry {entry} was charged but its answer never stored (interrupted run); recomputed with its stored noise seed"));
+                            ledger.store_result(entry, &serde_json::to_value(&r).unwrap())?;
+                            return Ok(r);
+                        }
+                        None => {}
+                    }
+                }
+                let charge = ChargeRequest {
+                    kind: "query".into(),
+                    text: sql.clone(),
+                    query_key: Some(key.clone()),
+                    epsilon: cal.epsilon,
+                    delta: cal.delta,
+                    releases: cal.releases.clone(),
+                    params: serde_json::json!({
+                        "mechanism": cal.mechanism,
+                        "bounding": cal.family,
+                        "confidence": cal.confidence,
+                        "auto_bounds": params.auto_bounds,
+                        "unit": query.unit_name,
+                    }),
+                    data_version: data_version.clone(),
+                };
+                let charged = ledger.charge(&charge)?;
+                let mut r = self.compute(query, cal, charged.seed).await?;
+                r.privacy = Some(privacy_of(cal, query, charged.entry, Some(charged.hash.clone()), charged.remaining_epsilon, charged.remaining_delta, false));
+                ledger.store_result(charged.entry, &serde_json::to_value(&r).unwrap())?;
+                Ok(r)
+            }
+        }
+    }
+
+    /// Execute and release with the randomness of `seed` (the ledger entry's).
+    pub async fn compute(&self, q: &DpQuery, cal: &Calibration, seed: [u8; 32]) -> Result<QueryResult> {
+        let stream = |n: u64| {
+            let mut r = crate::privacy::samplers::seeded_rng(seed);
+            r.set_stream(n);
+            r
+        };
+        let mut groups = bounded::Groups::new(q)?;
+        let mut cal = cal.clone();
+        let mut notes = Vec::new();
+        if cal.auto_bounds_epsilon > Amount::ZERO {
+            let stats = bounded::stats_plan(q, &cal)?;
+            let shapes = bounded::unit_shapes(&self.sessions, &stats, &mut groups).await?;
+            let (c, l0, linf) = auto_bounds(&shapes, cal.auto_bounds_epsilon, !q.keys.is_empty(), &mut stream(0))?;
+            let params = QueryParams { max_rows_per_unit: Some(c), max_groups_per_unit: Some(l0), max_rows_per_group: Some(linf), ..params_of(&cal) };
+            let (family, alt, why) = plan::choose_family(q, &params, c, l0, linf);
+            let auto_eps = cal.auto_bounds_epsilon;
+            let mut recal = plan::calibrate(q, &QueryParams { auto_bounds: false, epsilon: cal.epsilon - auto_eps, ..params }, family, alt, why)?;
+            recal.epsilon = cal.epsilon;
+            recal.auto_bounds_epsilon = auto_eps;
+            recal.releases = cal.releases.clone();
+            notes.push(format!(
+                "--auto-bounds spent ε={auto_eps} on DP quantiles of per-person contributions and chose ≤ {c} rows per person, ≤ {l0} groups per person, ≤ {linf} rows per person and group"
+            ));
+            cal = recal;
+        }
+        let stats = bounded::stats_plan(q, &cal)?;
+        let totals = bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &mut stream(1)).await?;
+        let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
+        for (j, ap) in cal.aggs.iter().enumerate() {
+            if let Some((dom, _, _)) = &ap.quantile {
+                let qp = bounded::quantile_plan(q, &cal, j)?;
+                qtotals[j] = Some(bounded::bounded_totals(&self.sessions, &qp, &mut groups, cal.family, dom.bins, &mut stream(10 + j as u64)).await?);
+            }
+        }
+        let mut noise_rng = stream(2);
+        let released_ids = release::released_groups(&groups, &totals, &cal, &mut noise_rng)?;
+        let slots: Vec<Option<usize>> = (0..q.aggs.len()).map(|j| bounded::value_slot(&stats, j)).collect();
+        let mut released = Vec::new();
+        for id in released_ids {
+            let qh: Vec<Option<&bounded::GroupTotal>> = qtotals.iter().map(|t| t.as_ref().and_then(|m| m.get(&id))).collect();
+            let cells = release::release_group(q, &cal, totals.get(&id), &qh, &slots, &mut noise_rng)?;
+            released.push((id, cells));
+        }
+        let mut r = release::post_process(q, &groups, &released, &cal).await?;
+        r.notes.extend(notes);
+        r.notes.push(format!(
+            "intervals are {:.0}% confidence intervals for the noise only; they do not cover bias from bounding each person's contribution ({})",
+            cal.confidence * 100.0,
+            cal.family.describe()
+        ));
+        Ok(r)
+    }
+}
+
+fn params_of(cal: &Calibration) -> QueryParams {
+    QueryParams {
+        epsilon: cal.epsilon,
+        delta: cal.delta,
+        max_rows_per_unit: None,
+        max_groups_per_unit: None,
+        max_rows_per_group: None,
+        default_rows_per_unit: 1,
+        default_groups_per_unit: 1,
+        default_rows_per_group: 1,
+        mechanism: cal.mechanism,
+        partition_selection: cal.selection.as_ref().map(|s| s.kind).unwrap_or_default(),
+        confidence: cal.confidence,
+        auto_bounds: false,
+        auto_bounds_share: 0.1,
+    }
+}
+
+/// Percentile of per-person contributions that `--auto-bounds` aims to keep whole.
+pub const AUTO_BOUNDS_LEVEL: f64 = 0.9;
+
+/// DP choice of (C, L0, Linf) from per-person contribution shapes: three
+/// exponential-mechanism quantiles (ε/3 each, one value per person) over log₂ bins.
+pub fn auto_bounds<R: RngCore + CryptoRng>(shapes: &[bounding::UnitShape], epsilon: Amount, grouped: bool, rng: &mut R) -> Result<(u64, u64, u64)> {
+    let third = epsilon.mul_ratio_floor(1, 3);
+    let mut pick = |f: &dyn Fn(&bounding::UnitShape) -> u64| -> Result<u64> {
+        let mut hist = vec![0u64; 41];
+        for s in shapes {
+            hist[bounding::log2_bin(f(s))] += 1;
+        }
+        let bin = quantile::em_quantile(rng, &hist, AUTO_BOUNDS_LEVEL, third, 1).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(bounding::log2_bin_upper(bin).max(1))
+    };
+    let c = pick(&|s| s.rows)?;
+    let l0 = if grouped { pick(&|s| s.groups)? } else { 1 };
+    let linf = pick(&|s| s.max_rows_in_group)?;
+    Ok((c, l0, linf))
+}
+
+fn privacy_of(cal: &Calibration, q: &DpQuery, entry: i64, hash: Option<String>, remaining: f64, remaining_delta: Amount, replayed: bool) -> Privacy {
+    Privacy {
+        epsilon: if replayed { "0".into() } else { cal.epsilon.to_string() },
+        delta: if replayed { "0".into() } else { cal.delta.to_string() },
+        charged_epsilon: cal.epsilon.to_string(),
+        charged_delta: cal.delta.to_string(),
+        remaining_epsilon: remaining,
+        remaining_delta: remaining_delta.to_string(),
+        entry: Some(entry),
+        replayed,
+        mechanism: cal.mechanism.to_string(),
+        bounding: cal.family.describe(),
+        unit: q.unit_name.clone(),
+        ledger_hash: hash,
+    }
+}
+
+/// Resolve per-query parameters from dpq.toml defaults and overrides.
+#[allow(clippy::too_many_arguments)]
+pub fn params_from(
+    config: &crate::config::Config,
+    epsilon: Option<Amount>,
+    delta: Option<Amount>,
+    max_rows_per_unit: Option<u64>,
+    max_groups_per_unit: Option<u64>,
+    max_rows_per_group: Option<u64>,
+    mechanism: Option<crate::config::MechanismKind>,
+    confidence: Option<f64>,
+    auto_bounds: bool,
+) -> QueryParams {
+    let d = &config.defaults;
+    QueryParams {
+        epsilon: epsilon.unwrap_or(d.epsilon),
+        delta: delta.unwrap_or(d.delta),
+        max_rows_per_unit,
+        max_groups_per_unit,
+        max_rows_per_group,
+        default_rows_per_unit: d.max_rows_per_unit,
+        default_groups_per_unit: d.max_groups_per_unit,
+        default_rows_per_group: d.max_rows_per_group,
+        mechanism: mechanism.unwrap_or(d.mechanism),
+        partition_selection: d.partition_selection,
+        confidence: confidence.unwrap_or(d.confidence),
+        auto_bounds,
+        auto_bounds_share: d.auto_bounds_share,
+    }
+}

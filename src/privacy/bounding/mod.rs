@@ -82,9 +82,12 @@ impl Family {
     }
     pub fn describe(&self) -> String {
         match *self {
-            Family::L1 { max_rows_per_unit } => format!("L1: ≤ {max_rows_per_unit} rows per person (uniform sample)"),
+            Family::L1 { max_rows_per_unit } => format!("L1: ≤ {max_rows_per_unit} row{} per person (uniform sample)", if max_rows_per_unit == 1 { "" } else { "s" }),
             Family::L0Linf { max_groups_per_unit, max_rows_per_group } => format!(
-                "L0/Linf: ≤ {max_groups_per_unit} groups per person (chosen at random), ≤ {max_rows_per_group} rows per person and group"
+                "L0/Linf: ≤ {max_groups_per_unit} group{} per person{}, ≤ {max_rows_per_group} row{} per person and group",
+                if max_groups_per_unit == 1 { "" } else { "s" },
+                if max_groups_per_unit == 1 { "" } else { " (chosen at random)" },
+                if max_rows_per_group == 1 { "" } else { "s" }
             ),
         }
     }

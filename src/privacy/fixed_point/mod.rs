@@ -39,12 +39,18 @@ impl Grid {
     /// `noise_scale` (in value units, e.g. Δ/ε for Laplace). Integer-valued
     /// columns never get a grid finer than 1 unless the noise is tiny.
     pub fn choose(lo: f64, hi: f64, noise_scale: f64, integer_valued: bool) -> Result<Grid, FixedPointError> {
+        Grid::choose_capped(lo, hi, noise_scale, integer_valued, MAX_UNITS)
+    }
+
+    /// As [`Grid::choose`], with at most `max_units` grid units per value (squares
+    /// of values need a coarser cap so that their sums stay exact in i128).
+    pub fn choose_capped(lo: f64, hi: f64, noise_scale: f64, integer_valued: bool, max_units: f64) -> Result<Grid, FixedPointError> {
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
             return Err(FixedPointError::BadBounds { lo, hi });
         }
         let m = lo.abs().max(hi.abs()).max(f64::MIN_POSITIVE);
         // coarsest allowed by precision: m / g ≤ 2^52  →  g ≥ m / 2^52
-        let min_exp = (m / MAX_UNITS).log2().ceil() as i32;
+        let min_exp = (m / max_units).log2().ceil() as i32;
         let target = if noise_scale.is_finite() && noise_scale > 0.0 { (noise_scale / 1024.0).log2().floor() as i32 } else { 0 };
         // integers are exact on the unit grid: no rounding at all
         let exp = if integer_valued { min_exp.max(0) } else { target.max(min_exp) };

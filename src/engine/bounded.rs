@@ -1,0 +1,438 @@
+//! The bounded plan: per-(person, group) partial aggregates computed exactly by
+//! DataFusion, streamed in person order into the bounding rules of
+//! [`crate::privacy::bounding`], which produce the group totals.
+//!
+//! ```text
+//! Sort: __u
+//!   Aggregate: groupBy=[__u, __k0, …(, __b)], aggr=[count(*) AS __rows,
+//!              count(__vj) AS __cj, sum(CAST(__vj AS DECIMAL(38,0))) AS __sj, (sum of squares AS __qj)]
+//!     Filter: __u IS NOT NULL AND __k IN (domain) …
+//!       Projection: unit AS __u, key AS __k0, encode(clamp(arg)) AS __vj …
+//!         <source rows, with row expressions made total>
+//! ```
+//! Values are clamped to their bounds and encoded on the fixed-point grid before
+//! the sums, which accumulate in i128 (Decimal128). Nothing DataFusion sums in
+//! floating point is released.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, in_list, lit, when};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use rand::{CryptoRng, RngCore};
+
+use super::analyze::{AggKind, DpQuery};
+use super::error::{EngineError, Result};
+use super::plan::Calibration;
+use super::session::Sessions;
+use crate::privacy::bounding::{self, Family, GroupPartial, UnitShape, ValueStats};
+
+const U: &str = "__u";
+
+/// A plan over private tables that went through the DP rewrite. Only this module
+/// can build one, and only [`execute_bounded`] can run it.
+#[derive(Debug, Clone)]
+pub struct BoundedPlan {
+    plan: LogicalPlan,
+    keys: usize,
+    /// value aggregates in this plan: (index into q.aggs, has a sum, has squares)
+    values: Vec<(usize, bool, bool)>,
+    /// quantile plan: index of its aggregate
+    quantile: Option<usize>,
+}
+
+impl BoundedPlan {
+    pub fn display(&self) -> String {
+        self.plan.display_indent().to_string()
+    }
+}
+
+fn dec() -> DataType {
+    DataType::Decimal128(38, 0)
+}
+
+/// Clamp, drop NaN, encode on the grid as BIGINT.
+fn encode(arg: Expr, lo: f64, hi: f64, grid: f64) -> Expr {
+    let x = cast(arg, DataType::Float64);
+    let clamped = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+        Arc::new(super::session::clamp_udf()),
+        vec![x.clone(), lit(lo), lit(hi)],
+    ));
+    let enc = cast(datafusion::functions::math::expr_fn::round(vec![clamped / lit(grid)]), DataType::Int64);
+    when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(enc).expect("case builds")
+}
+
+fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
+    let x = cast(arg, DataType::Float64);
+    let clamped = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+        Arc::new(super::session::clamp_udf()),
+        vec![x.clone(), lit(dom.lo), lit(dom.hi)],
+    ));
+    let idx = if dom.integer {
+        cast(datafusion::functions::math::expr_fn::round(vec![clamped - lit(dom.lo)]), DataType::Int64)
+    } else {
+        let w = (dom.hi - dom.lo) / dom.bins as f64;
+        let raw = if w > 0.0 { datafusion::functions::math::expr_fn::floor((clamped - lit(dom.lo)) / lit(w)) } else { lit(0.0) };
+        cast(
+            datafusion::functions::expr_fn::least(vec![raw, lit((dom.bins - 1) as f64)]),
+            DataType::Int64,
+        )
+    };
+    when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(idx).expect("case builds")
+}
+
+/// Build the partials plan for the non-quantile aggregates (always built: it also
+/// yields rows and distinct people per group).
+pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
+    let mut proj = vec![Expr::Column(q.unit.clone()).alias(U)];
+    for (i, k) in q.keys.iter().enumerate() {
+        proj.push(k.expr.clone().alias(format!("__k{i}")));
+    }
+    let mut values = Vec::new();
+    for (j, a) in q.aggs.iter().enumerate() {
+        let ap = &cal.aggs[j];
+        match a.kind {
+            AggKind::CountValues => {
+                proj.push(a.arg.clone().expect("count arg").alias(format!("__v{j}")));
+                values.push((j, false, false));
+            }
+            AggKind::Sum | AggKind::Avg | AggKind::Variance { .. } => {
+                let (lo, hi) = a.bounds.expect("bounded");
+                proj.push(encode(a.arg.clone().expect("arg"), lo, hi, ap.grid.size()).alias(format!("__v{j}")));
+                values.push((j, true, matches!(a.kind, AggKind::Variance { .. })));
+            }
+            _ => {}
+        }
+    }
+    let mut b = LogicalPlanBuilder::from(q.source.clone()).project(proj).map_err(super::error::sql)?;
+    b = b.filter(key_filter(q)).map_err(super::error::sql)?;
+    let mut group: Vec<Expr> = vec![col(U)];
+    group.extend((0..q.keys.len()).map(|i| col(format!("__k{i}"))));
+    let mut aggs = vec![count(lit(1i64)).alias("__rows")];
+    for &(j, has_sum, squares) in &values {
+        let v = col(format!("__v{j}"));
+        aggs.push(count(v.clone()).alias(format!("__c{j}")));
+        if has_sum {
+            aggs.push(sum(cast(v.clone(), dec())).alias(format!("__s{j}")));
+        }
+        if squares {
+            aggs.push(sum(cast(v.clone(), dec()) * cast(v, dec())).alias(format!("__q{j}")));
+        }
+    }
+    let plan = b
+        .aggregate(group, aggs)
+        .map_err(super::error::sql)?
+        .sort(vec![col(U).sort(true, false)])
+        .map_err(super::error::sql)?
+        .build()
+        .map_err(super::error::sql)?;
+    Ok(BoundedPlan { plan, keys: q.keys.len(), values, quantile: None })
+}
+
+/// The partials plan of one quantile aggregate: counts per (person, group, bin).
+pub fn quantile_plan(q: &DpQuery, cal: &Calibration, j: usize) -> Result<BoundedPlan> {
+    let a = &q.aggs[j];
+    let (dom, _, _) = cal.aggs[j].quantile.expect("quantile calibrated");
+    let mut proj = vec![Expr::Column(q.unit.clone()).alias(U)];
+    for (i, k) in q.keys.iter().enumerate() {
+        proj.push(k.expr.clone().alias(format!("__k{i}")));
+    }
+    proj.push(bin_expr(a.arg.clone().expect("arg"), &dom).alias("__b"));
+    let mut group: Vec<Expr> = vec![col(U)];
+    group.extend((0..q.keys.len()).map(|i| col(format!("__k{i}"))));
+    group.push(col("__b"));
+    let plan = LogicalPlanBuilder::from(q.source.clone())
+        .project(proj)
+        .map_err(super::error::sql)?
+        .filter(key_filter(q).and(col("__b").is_not_null()))
+        .map_err(super::error::sql)?
+        .aggregate(group, vec![count(lit(1i64)).alias("__rows")])
+        .map_err(super::error::sql)?
+        .sort(vec![col(U).sort(true, false)])
+        .map_err(super::error::sql)?
+        .build()
+        .map_err(super::error::sql)?;
+    Ok(BoundedPlan { plan, keys: q.keys.len(), values: vec![], quantile: Some(j) })
+}
+
+fn key_filter(q: &DpQuery) -> Expr {
+    let mut f = col(U).is_not_null();
+    for (i, k) in q.keys.iter().enumerate() {
+        if let Some(d) = &k.domain {
+            let list: Vec<Expr> = d.values.iter().map(|v| Expr::Literal(v.clone(), None)).collect();
+            f = f.and(in_list(col(format!("__k{i}")), list, false));
+        }
+    }
+    f
+}
+
+/// Dense ids for group keys, in a deterministic (key-byte) order.
+pub struct Groups {
+    converter: RowConverter,
+    ids: HashMap<OwnedRow, u32>,
+    pub keys: Vec<Vec<ScalarValue>>,
+    rows: Vec<OwnedRow>,
+    pub domain_complete: bool,
+}
+
+impl Groups {
+    pub fn new(q: &DpQuery) -> Result<Groups> {
+        let converter = RowConverter::new(q.keys.iter().map(|k| SortField::new(k.data_type.clone())).collect()).map_err(arrow_err)?;
+        let mut g = Groups { converter, ids: HashMap::new(), keys: Vec::new(), rows: Vec::new(), domain_complete: false };
+        // a global aggregate has exactly one (empty) group
+        if q.keys.is_empty() {
+            g.keys.push(vec![]);
+            g.domain_complete = true;
+            return Ok(g);
+        }
+        if q.keys.iter().all(|k| k.domain.is_some()) {
+            // zero-filled cartesian product of the domains
+            let mut combos: Vec<Vec<ScalarValue>> = vec![vec![]];
+            for k in &q.keys {
+                let d = k.domain.as_ref().unwrap();
+                let mut next = Vec::with_capacity(combos.len() * d.values.len());
+                for c in &combos {
+                    for v in &d.values {
+                        let mut c2 = c.clone();
+                        c2.push(v.clone());
+                        next.push(c2);
+                    }
+                }
+                combos = next;
+                if combos.len() > 1_000_000 {
+                    return Err(EngineError::Invalid("the key domains multiply to more than a million groups; group by fewer columns".into()));
+                }
+            }
+            for c in combos {
+                let arrays: Vec<ArrayRef> = c.iter().map(|v| v.to_array()).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
+                let rows = g.converter.convert_columns(&arrays).map_err(arrow_err)?;
+                let r = rows.row(0).owned();
+                if !g.ids.contains_key(&r) {
+                    g.ids.insert(r.clone(), g.keys.len() as u32);
+                    g.keys.push(c);
+                    g.rows.push(r);
+                }
+            }
+            g.domain_complete = true;
+        }
+        Ok(g)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Group ids sorted by key bytes (deterministic order).
+    pub fn sorted_ids(&self) -> Vec<u32> {
+        if self.rows.is_empty() {
+            return (0..self.keys.len() as u32).collect();
+        }
+        let mut ids: Vec<u32> = (0..self.keys.len() as u32).collect();
+        ids.sort_by(|a, b| self.rows[*a as usize].cmp(&self.rows[*b as usize]));
+        ids
+    }
+
+    fn id(&mut self, key_cols: &[ArrayRef], rows: Option<&datafusion::arrow::row::Rows>, i: usize) -> Result<Option<u32>> {
+        let Some(rows) = rows else { return Ok(Some(0)) }; // global aggregate
+        let r = rows.row(i);
+        if let Some(&id) = self.ids.get(&r.owned()) {
+            return Ok(Some(id));
+        }
+        if self.domain_complete {
+            return Ok(None); // outside the declared domain (the plan filters these; belt and braces)
+        }
+        let vals: Vec<ScalarValue> = key_cols.iter().map(|c| ScalarValue::try_from_array(c, i)).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
+        let id = self.keys.len() as u32;
+        self.ids.insert(r.owned(), id);
+        self.keys.push(vals);
+        self.rows.push(r.owned());
+        Ok(Some(id))
+    }
+
+    fn key_order(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        if self.rows.is_empty() { a.cmp(&b) } else { self.rows[a as usize].cmp(&self.rows[b as usize]) }
+    }
+}
+
+fn arrow_err(e: datafusion::arrow::error::ArrowError) -> EngineError {
+    EngineError::Invalid(format!("internal Arrow error: {e}"))
+}
+
+/// Totals per group after bounding.
+#[derive(Debug, Clone, Default)]
+pub struct GroupTotal {
+    pub rows: u64,
+    pub units: u64,
+    pub values: Vec<ValueStats>,
+    pub hist: Vec<u64>,
+}
+
+/// Execute a bounded plan. Errors carry no data.
+pub async fn execute_bounded(sessions: &Sessions, plan: &BoundedPlan) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
+    let ctx: SessionContext = sessions.bounded()?;
+    let df = ctx.execute_logical_plan(plan.plan.clone()).await.map_err(|_| EngineError::Execution)?;
+    df.execute_stream().await.map_err(|_| EngineError::Execution)
+}
+
+/// Stream the partials of `plan`, calling `per_unit` with each person's partials
+/// (sorted by key bytes, so that randomness is used in a deterministic order).
+async fn for_each_unit(
+    sessions: &Sessions,
+    plan: &BoundedPlan,
+    groups: &mut Groups,
+    n_values: usize,
+    mut per_unit: impl FnMut(&[GroupPartial]),
+) -> Result<()> {
+    let mut stream = execute_bounded(sessions, plan).await?;
+    let mut unit_conv: Option<RowConverter> = None;
+    let mut current: Option<OwnedRow> = None;
+    let mut parts: BTreeMap<u32, GroupPartial> = BTreeMap::new();
+    let flush = |parts: &mut BTreeMap<u32, GroupPartial>, groups: &Groups, per_unit: &mut dyn FnMut(&[GroupPartial])| {
+        if parts.is_empty() {
+            return;
+        }
+        let mut v: Vec<GroupPartial> = std::mem::take(parts).into_values().collect();
+        v.sort_by(|a, b| groups.key_order(a.group, b.group));
+        for p in &mut v {
+            p.bins.sort_unstable();
+        }
+        per_unit(&v);
+    };
+    while let Some(batch) = stream.next().await {
+        let batch: RecordBatch = batch.map_err(|_| EngineError::Execution)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let ucol = batch.column(0).clone();
+        if unit_conv.is_none() {
+            unit_conv = Some(RowConverter::new(vec![SortField::new(ucol.data_type().clone())]).map_err(arrow_err)?);
+        }
+        let urows = unit_conv.as_ref().unwrap().convert_columns(&[ucol]).map_err(arrow_err)?;
+        let key_cols: Vec<ArrayRef> = (0..plan.keys).map(|i| batch.column(1 + i).clone()).collect();
+        let krows = if plan.keys == 0 { None } else { Some(groups.converter.convert_columns(&key_cols).map_err(arrow_err)?) };
+        let mut c = 1 + plan.keys;
+        let bins: Option<&Int64Array> = if plan.quantile.is_some() {
+            let b = batch.column(c).as_primitive::<Int64Type>();
+            c += 1;
+            Some(b)
+        } else {
+            None
+        };
+        let rows_col = batch.column(c).as_primitive::<Int64Type>();
+        c += 1;
+        // value columns: (count, sum?, squares?)
+        let mut vcols: Vec<(&Int64Array, Option<&Decimal128Array>, Option<&Decimal128Array>)> = Vec::new();
+        for &(_, has_sum, squares) in &plan.values {
+            let cnt = batch.column(c).as_primitive::<Int64Type>();
+            c += 1;
+            let s = if has_sum {
+                let a = batch.column(c).as_primitive::<Decimal128Type>();
+                c += 1;
+                Some(a)
+            } else {
+                None
+            };
+            let sq = if squares {
+                let a = batch.column(c).as_primitive::<Decimal128Type>();
+                c += 1;
+                Some(a)
+            } else {
+                None
+            };
+            vcols.push((cnt, s, sq));
+        }
+        for i in 0..batch.num_rows() {
+            let u = urows.row(i);
+            if current.as_ref().is_none_or(|cu| cu.row() != u) {
+                flush(&mut parts, groups, &mut per_unit);
+                current = Some(u.owned());
+            }
+            let Some(gid) = groups.id(&key_cols, krows.as_ref(), i)? else { continue };
+            let p = parts.entry(gid).or_insert_with(|| GroupPartial {
+                group: gid,
+                rows: 0,
+                values: vec![ValueStats::default(); n_values],
+                bins: vec![],
+            });
+            let r = rows_col.value(i) as u64;
+            p.rows += r;
+            if let Some(b) = bins {
+                p.bins.push((b.value(i) as u32, r));
+            }
+            for (vi, (cnt, s, sq)) in vcols.iter().enumerate() {
+                let v = &mut p.values[vi];
+                v.count += cnt.value(i) as u64;
+                if let Some(s) = s {
+                    if s.is_valid(i) {
+                        v.sum += s.value(i);
+                    }
+                }
+                if let Some(sq) = sq {
+                    if sq.is_valid(i) {
+                        v.sum_sq += sq.value(i);
+                    }
+                }
+            }
+        }
+    }
+    flush(&mut parts, groups, &mut per_unit);
+    Ok(())
+}
+
+/// Per-unit shapes for `--auto-bounds` (first pass, no bounding).
+pub async fn unit_shapes(sessions: &Sessions, plan: &BoundedPlan, groups: &mut Groups) -> Result<Vec<UnitShape>> {
+    let mut out = Vec::new();
+    let nv = plan.values.len();
+    for_each_unit(sessions, plan, groups, nv, |parts| out.push(bounding::unit_shape(parts))).await?;
+    Ok(out)
+}
+
+/// Run a bounded plan and total the bounded contributions per group.
+pub async fn bounded_totals<R: RngCore + CryptoRng>(
+    sessions: &Sessions,
+    plan: &BoundedPlan,
+    groups: &mut Groups,
+    family: Family,
+    bins: usize,
+    rng: &mut R,
+) -> Result<HashMap<u32, GroupTotal>> {
+    let nv = plan.values.len();
+    let mut totals: HashMap<u32, GroupTotal> = HashMap::new();
+    for_each_unit(sessions, plan, groups, nv, |parts| {
+        for c in bounding::bound_unit(rng, parts, family) {
+            let t = totals.entry(c.group).or_insert_with(|| GroupTotal {
+                values: vec![ValueStats::default(); nv],
+                hist: if bins > 0 { vec![0; bins] } else { vec![] },
+                ..Default::default()
+            });
+            t.rows += c.rows;
+            t.units += 1;
+            for (a, b) in t.values.iter_mut().zip(&c.values) {
+                a.count += b.count;
+                a.sum += b.sum;
+                a.sum_sq += b.sum_sq;
+            }
+            for (b, n) in c.bins {
+                if let Some(h) = t.hist.get_mut(b as usize) {
+                    *h += n;
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(totals)
+}
+
+/// Which value slot of a stats plan holds aggregate `j`.
+pub fn value_slot(plan: &BoundedPlan, j: usize) -> Option<usize> {
+    plan.values.iter().position(|(k, _, _)| *k == j)
+}

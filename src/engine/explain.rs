@@ -1,0 +1,239 @@
+//! `dpq explain`: what a query would cost and how accurate it would be — the
+//! bounded plan, bounds, sensitivities, noise, ε/δ split and expected error per
+//! cell — computed from parameters only, spending nothing and reading no
+//! private rows.
+
+use serde::Serialize;
+
+use super::analyze::{AggKind, DpQuery};
+use super::bounded;
+use super::error::Result;
+use super::plan::{Calibration, QueryParams};
+use super::Prepared;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CellAccuracy {
+    pub aggregate: String,
+    pub kind: String,
+    pub epsilon: String,
+    pub bounds: Option<(f64, f64)>,
+    pub components: Vec<ComponentText>,
+    /// Expected stddev of the released value (value units), if data-independent.
+    pub stddev: Option<f64>,
+    /// Half-width of the confidence interval (value units), if data-independent.
+    pub ci_halfwidth: Option<f64>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentText {
+    pub what: String,
+    pub sensitivity: String,
+    pub noise: String,
+    pub epsilon: String,
+    pub stddev: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub sql: String,
+    pub public: bool,
+    pub unit: Option<String>,
+    pub tables: Vec<String>,
+    pub per_person_rows: bool,
+    pub bounding: Option<String>,
+    pub alternative: Option<String>,
+    pub why: Option<String>,
+    pub keys: Vec<(String, String)>,
+    pub epsilon: String,
+    pub delta: String,
+    pub auto_bounds_epsilon: String,
+    pub selection: Option<String>,
+    pub cells: Vec<CellAccuracy>,
+    pub confidence: f64,
+    pub bounded_plan: Option<String>,
+    pub budget_before: Option<f64>,
+    pub budget_after: Option<f64>,
+}
+
+pub fn explain(p: &Prepared, remaining_epsilon: Option<f64>) -> Result<Explanation> {
+    match p {
+        Prepared::Public { tables, sql, .. } => Ok(Explanation {
+            sql: sql.clone(),
+            public: true,
+            unit: None,
+            tables: tables.iter().cloned().collect(),
+            per_person_rows: false,
+            bounding: None,
+            alternative: None,
+            why: None,
+            keys: vec![],
+            epsilon: "0".into(),
+            delta: "0".into(),
+            auto_bounds_epsilon: "0".into(),
+            selection: None,
+            cells: vec![],
+            confidence: 0.0,
+            bounded_plan: None,
+            budget_before: remaining_epsilon,
+            budget_after: remaining_epsilon,
+        }),
+        Prepared::Dp { query, cal, params, sql, .. } => dp(query, cal, params, sql, remaining_epsilon),
+    }
+}
+
+fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining: Option<f64>) -> Result<Explanation> {
+    let mut cells = Vec::new();
+    for (j, ap) in cal.aggs.iter().enumerate() {
+        let a = &q.aggs[j];
+        let g = ap.grid.size();
+        let comps: Vec<ComponentText> = ap
+            .components
+            .iter()
+            .map(|c| ComponentText {
+                what: c.what.to_string(),
+                sensitivity: c.sensitivity.to_string(),
+                noise: c.noise.as_ref().map(|n| n.describe()).unwrap_or_default(),
+                epsilon: c.epsilon.to_string(),
+                stddev: c.stddev,
+            })
+            .collect();
+        let (stddev, hw, note) = match a.kind {
+            AggKind::CountRows | AggKind::CountValues | AggKind::CountUnits => {
+                let n = ap.components[0].noise.as_ref().unwrap();
+                (Some(n.stddev()), Some(n.halfwidth(cal.confidence) as f64), None)
+            }
+            AggKind::Sum => {
+                let n = ap.components[0].noise.as_ref().unwrap();
+                (Some(n.stddev() * g), Some(n.halfwidth(cal.confidence) as f64 * g), None)
+            }
+            AggKind::Avg | AggKind::Variance { .. } => (
+                None,
+                None,
+                Some("error depends on the number of values n (≈ noise stddev of the sum / n); see components".to_string()),
+            ),
+            AggKind::Quantile { q: level } => {
+                let (dom, eps_g, m) = ap.quantile.unwrap();
+                let r = crate::privacy::quantile::rank_error(level, m, eps_g.to_f64() * 0.5, dom.bins, (1.0 - cal.confidence) / 3.0);
+                (None, None, Some(format!(
+                    "exponential mechanism over {} bins of [{}, {}]; with probability {:.0}% the released value's rank is within ±{:.0} values of the target rank",
+                    dom.bins, dom.lo, dom.hi, cal.confidence * 100.0, r
+                )))
+            }
+        };
+        cells.push(CellAccuracy {
+            aggregate: a.display.clone(),
+            kind: a.kind.name(),
+            epsilon: ap.epsilon.to_string(),
+            bounds: a.bounds,
+            components: comps,
+            stddev,
+            ci_halfwidth: hw,
+            note,
+        });
+    }
+    let stats = bounded::stats_plan(q, cal)?;
+    let mut plan_text = stats.display();
+    for (j, ap) in cal.aggs.iter().enumerate() {
+        if ap.quantile.is_some() {
+            plan_text.push_str(&format!("\n-- quantile partials for {}:\n", q.aggs[j].display));
+            plan_text.push_str(&bounded::quantile_plan(q, cal, j)?.display());
+        }
+    }
+    let eps = cal.epsilon.to_f64();
+    Ok(Explanation {
+        sql: sql.to_string(),
+        public: false,
+        unit: Some(q.unit_name.clone()),
+        tables: q.tables.iter().cloned().collect(),
+        per_person_rows: q.per_person,
+        bounding: Some(cal.family.describe()),
+        alternative: Some(cal.alternative.describe()),
+        why: Some(cal.why_family.clone()),
+        keys: q
+            .keys
+            .iter()
+            .map(|k| {
+                let d = match &k.domain {
+                    Some(d) => format!("domain: {} ({} values)", d.source, d.values.len()),
+                    None => "no domain: keys released only through partition selection (needs δ > 0)".to_string(),
+                };
+                (k.display.clone(), d)
+            })
+            .collect(),
+        epsilon: cal.epsilon.to_string(),
+        delta: cal.delta.to_string(),
+        auto_bounds_epsilon: cal.auto_bounds_epsilon.to_string(),
+        selection: cal.selection.as_ref().map(|s| {
+            format!("{:?} partition selection: ε={}, δ={}, ≤ {} groups per person", s.kind, s.epsilon, s.delta, s.groups_per_unit)
+        }),
+        cells,
+        confidence: cal.confidence,
+        bounded_plan: Some(plan_text),
+        budget_before: remaining,
+        budget_after: remaining.map(|r| (r - eps).max(0.0)),
+    })
+    .map(|mut e| {
+        if params.auto_bounds {
+            e.bounding = Some(format!("chosen at run time by --auto-bounds (ε={} on DP quantiles of per-person contributions); default {}", cal.auto_bounds_epsilon, cal.family.describe()));
+        }
+        e
+    })
+}
+
+impl Explanation {
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        use std::fmt::Write;
+        let _ = writeln!(s, "query: {}", self.sql.trim());
+        if self.public {
+            let _ = writeln!(s, "reads only public tables ({}): answered exactly, costs nothing", self.tables.join(", "));
+            return s;
+        }
+        let _ = writeln!(s, "privacy unit: {} (tables: {})", self.unit.clone().unwrap_or_default(), self.tables.join(", "));
+        if self.per_person_rows {
+            let _ = writeln!(s, "source rows: per-person summaries (one row per person)");
+        }
+        let _ = writeln!(s, "bounding: {}", self.bounding.clone().unwrap_or_default());
+        if let Some(w) = &self.why {
+            let _ = writeln!(s, "  chosen because: {w}");
+        }
+        for (k, d) in &self.keys {
+            let _ = writeln!(s, "group key {k}: {d}");
+        }
+        let _ = writeln!(s, "cost: ε={}, δ={}", self.epsilon, self.delta);
+        if self.auto_bounds_epsilon != "0" {
+            let _ = writeln!(s, "  auto-bounds: ε={}", self.auto_bounds_epsilon);
+        }
+        if let Some(sel) = &self.selection {
+            let _ = writeln!(s, "  {sel}");
+        }
+        for c in &self.cells {
+            let _ = writeln!(s, "  {} [{}]: ε={}{}", c.aggregate, c.kind, c.epsilon, c.bounds.map(|(a, b)| format!(", values clamped to [{a}, {b}]")).unwrap_or_default());
+            for comp in &c.components {
+                let _ = writeln!(s, "    {}: sensitivity {}, {}, ε={}", comp.what, comp.sensitivity, comp.noise, comp.epsilon);
+            }
+            if let (Some(sd), Some(hw)) = (c.stddev, c.ci_halfwidth) {
+                let _ = writeln!(s, "    expected error per cell: stddev {:.3}, {:.0}% CI ±{:.3}", sd, self.confidence * 100.0, hw);
+            }
+            if let Some(n) = &c.note {
+                let _ = writeln!(s, "    {n}");
+            }
+        }
+        if let (Some(b), Some(a)) = (self.budget_before, self.budget_after) {
+            let _ = writeln!(s, "budget: ε remaining {} → {} after this query", crate::ledger::fmt_eps(b), crate::ledger::fmt_eps(a));
+        }
+        if let Some(p) = &self.bounded_plan {
+            let _ = writeln!(s, "bounded plan (per-person partials, then bounding in dpq):");
+            for line in p.lines() {
+                if line.chars().count() > 160 {
+                    let short: String = line.chars().take(150).collect();
+                    let _ = writeln!(s, "  {short}… ({} more characters)", line.chars().count() - 150);
+                } else {
+                    let _ = writeln!(s, "  {line}");
+                }
+            }
+        }
+        s
+    }
+}

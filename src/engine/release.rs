@@ -1,0 +1,460 @@
+//! From bounded group totals to released numbers: partition selection, noise,
+//! confidence intervals, then post-processing (HAVING, ORDER BY, LIMIT, windows,
+//! arithmetic) on the noisy table only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::MemTable;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchemaRef, ScalarValue};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, LogicalPlanBuilder, Operator, col};
+use datafusion::prelude::SessionContext;
+use rand::{CryptoRng, RngCore};
+
+use super::analyze::{AggKind, DpQuery};
+use super::bounded::{GroupTotal, Groups};
+use super::error::{EngineError, Result, refused};
+use super::plan::{Calibration, mid_units};
+use super::result::{ColumnMeta, Noisy, QueryResult};
+use crate::config::PartitionSelectionKind;
+use crate::privacy::noise::Noise;
+use crate::privacy::partition::{LaplaceThreshold, Optimal, Selector};
+use crate::privacy::quantile;
+
+pub const LO: &str = "__dpq_lo";
+pub const HI: &str = "__dpq_hi";
+pub const SD: &str = "__dpq_sd";
+
+/// One released aggregate value.
+#[derive(Debug, Clone, Copy)]
+pub struct Cell {
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub sd: f64,
+}
+
+/// Select the groups to release (all domain groups, or those passing partition selection).
+pub fn released_groups<R: RngCore + CryptoRng>(
+    groups: &Groups,
+    stats: &HashMap<u32, GroupTotal>,
+    cal: &Calibration,
+    rng: &mut R,
+) -> Result<Vec<u32>> {
+    let ids = groups.sorted_ids();
+    let Some(sel) = &cal.selection else { return Ok(ids) };
+    let units = |id: u32| stats.get(&id).map(|t| t.units).unwrap_or(0);
+    let err = |e: crate::privacy::partition::PartitionError| EngineError::Invalid(e.to_string());
+    Ok(match sel.kind {
+        PartitionSelectionKind::Optimal => {
+            let s = Optimal::new(sel.epsilon, sel.delta, sel.groups_per_unit).map_err(err)?;
+            ids.into_iter().filter(|&id| units(id) > 0 && s.keep(rng, units(id))).collect()
+        }
+        PartitionSelectionKind::Laplace => {
+            let s = LaplaceThreshold::new(sel.epsilon, sel.delta, sel.groups_per_unit).map_err(err)?;
+            // every candidate draws noise (absent keys are never candidates: they have no rows)
+            ids.into_iter().filter(|&id| units(id) > 0 && s.keep(rng, units(id))).collect()
+        }
+    })
+}
+
+fn noisy_int<R: RngCore + CryptoRng>(rng: &mut R, exact: i128, noise: &Noise, conf: f64) -> (i128, u128) {
+    (exact.saturating_add(noise.sample(rng)), noise.halfwidth(conf))
+}
+
+/// Release every aggregate for one group.
+pub fn release_group<R: RngCore + CryptoRng>(
+    q: &DpQuery,
+    cal: &Calibration,
+    stats: Option<&GroupTotal>,
+    quantile_hists: &[Option<&GroupTotal>],
+    value_slots: &[Option<usize>],
+    rng: &mut R,
+) -> Result<Vec<Cell>> {
+    let conf = cal.confidence;
+    let empty = GroupTotal::default();
+    let st = stats.unwrap_or(&empty);
+    let mut out = Vec::new();
+    for (j, a) in q.aggs.iter().enumerate() {
+        let ap = &cal.aggs[j];
+        let comp = |i: usize| ap.components[i].noise.as_ref().expect("calibrated noise");
+        let vs = value_slots[j].and_then(|s| st.values.get(s)).copied().unwrap_or_default();
+        let cell = match a.kind {
+            AggKind::CountRows | AggKind::CountValues | AggKind::CountUnits => {
+                let exact = match a.kind {
+                    AggKind::CountRows => st.rows,
+                    AggKind::CountValues => vs.count,
+                    _ => st.units,
+                } as i128;
+                let (v, hw) = noisy_int(rng, exact, comp(0), conf);
+                let hi = (v + hw as i128) as f64;
+                // counts are ≥ 0: intersect with the support, never inverting the interval
+                Cell { value: v as f64, lo: ((v - hw as i128) as f64).max(0.0).min(hi), hi, sd: comp(0).stddev() }
+            }
+            AggKind::Sum => {
+                let (v, hw) = noisy_int(rng, vs.sum, comp(0), conf);
+                let g = ap.grid;
+                let (lo_b, hi_b) = a.bounds.unwrap();
+                let mut lo = g.decode(v - hw as i128);
+                let mut hi = g.decode(v + hw as i128);
+                // a sum of values ≥ 0 is ≥ 0 (and ≤ 0 for values ≤ 0): intersect the
+                // interval with that support, never inverting it
+                if lo_b >= 0.0 {
+                    lo = lo.max(0.0).min(hi);
+                }
+                if hi_b <= 0.0 {
+                    hi = hi.min(0.0).max(lo);
+                }
+                Cell { value: g.decode(v), lo, hi, sd: comp(0).stddev() * g.size() }
+            }
+            AggKind::Avg => {
+                let g = ap.grid;
+                let (lo_b, hi_b) = a.bounds.unwrap();
+                let mid = mid_units(g, lo_b, hi_b);
+                let centred = vs.sum - mid as i128 * vs.count as i128;
+                let split = 1.0 - (1.0 - conf) / 2.0;
+                let (n, hn) = noisy_int(rng, vs.count as i128, comp(0), split);
+                let (s, hs) = noisy_int(rng, centred, comp(1), split);
+                let midv = g.decode(mid as i128);
+                let est = |nn: f64, ss: f64| (midv + ss * g.size() / nn).clamp(lo_b, hi_b);
+                let value = if n > 0 { est(n as f64, s as f64) } else { midv.clamp(lo_b, hi_b) };
+                let (nlo, nhi) = ((n - hn as i128) as f64, (n + hn as i128) as f64);
+                let (slo, shi) = ((s - hs as i128) as f64, (s + hs as i128) as f64);
+                let (lo, hi) = if nlo > 0.0 {
+                    let c = [est(nlo, slo), est(nlo, shi), est(nhi, slo), est(nhi, shi)];
+                    (c.iter().cloned().fold(f64::INFINITY, f64::min), c.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+                } else {
+                    (lo_b, hi_b)
+                };
+                let sd = if n > 0 {
+                    let nn = n as f64;
+                    let sd_s = comp(1).stddev() * g.size();
+                    let sd_n = comp(0).stddev();
+                    ((sd_s / nn).powi(2) + (s as f64 * g.size() / (nn * nn) * sd_n).powi(2)).sqrt()
+                } else {
+                    (hi_b - lo_b) / 2.0
+                };
+                Cell { value, lo: lo.min(value), hi: hi.max(value), sd }
+            }
+            AggKind::Variance { sample, stddev } => {
+                let g = ap.grid;
+                let (lo_b, hi_b) = a.bounds.unwrap();
+                let mid = mid_units(g, lo_b, hi_b) as i128;
+                let n0 = vs.count as i128;
+                let s1 = vs.sum - mid * n0;
+                let s2 = vs.sum_sq - 2 * mid * vs.sum + mid * mid * n0;
+                let split = 1.0 - (1.0 - conf) / 3.0;
+                let (n, hn) = noisy_int(rng, n0, comp(0), split);
+                let (a1, h1) = noisy_int(rng, s1, comp(1), split);
+                let (a2, h2) = noisy_int(rng, s2, comp(2), split);
+                let gs = g.size();
+                let max_var = ((hi_b - lo_b) / 2.0).powi(2) * if sample { 2.0 } else { 1.0 };
+                let var = |nn: f64, x1: f64, x2: f64| -> f64 {
+                    if nn <= 1.0 {
+                        return max_var;
+                    }
+                    let m1 = x1 * gs / nn;
+                    let pop = x2 * gs * gs / nn - m1 * m1;
+                    let v = if sample { pop * nn / (nn - 1.0) } else { pop };
+                    v.clamp(0.0, max_var)
+                };
+                let f = |v: f64| if stddev { v.sqrt() } else { v };
+                let value = f(var(n as f64, a1 as f64, a2 as f64));
+                let ns = [(n - hn as i128) as f64, (n + hn as i128) as f64];
+                let (lo, hi) = if ns[0] > 1.0 {
+                    let mut cands = Vec::new();
+                    let mut s1s = vec![(a1 - h1 as i128) as f64, (a1 + h1 as i128) as f64];
+                    if s1s[0] <= 0.0 && s1s[1] >= 0.0 {
+                        s1s.push(0.0);
+                    }
+                    for &nn in &ns {
+                        for &x1 in &s1s {
+                            for x2 in [(a2 - h2 as i128) as f64, (a2 + h2 as i128) as f64] {
+                                cands.push(f(var(nn, x1, x2)));
+                                // interior critical point in n: n = 2·x1²/x2
+                                if x2 > 0.0 {
+                                    let nc = 2.0 * x1 * x1 / x2;
+                                    if nc > ns[0] && nc < ns[1] {
+                                        cands.push(f(var(nc, x1, x2)));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    (cands.iter().cloned().fold(f64::INFINITY, f64::min), cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+                } else {
+                    (0.0, f(max_var))
+                };
+                let z = crate::privacy::special::normal_isf((1.0 - conf) / 2.0);
+                Cell { value, lo: lo.min(value), hi: hi.max(value), sd: (hi - lo) / (2.0 * z) }
+            }
+            AggKind::Quantile { q: level } => {
+                let (dom, eps_g, m) = ap.quantile.expect("calibrated quantile");
+                let hist: Vec<u64> = quantile_hists[j].map(|t| t.hist.clone()).unwrap_or_else(|| vec![0; dom.bins]);
+                let hist = if hist.is_empty() { vec![0; dom.bins] } else { hist };
+                let r = quantile::quantile_with_ci(rng, &hist, &dom, level, eps_g, m, conf).map_err(|e| EngineError::Invalid(e.to_string()))?;
+                Cell { value: r.value, lo: r.ci_low, hi: r.ci_high, sd: r.stddev }
+            }
+        };
+        out.push(cell);
+    }
+    Ok(out)
+}
+
+/// Convert a float to a JSON-friendly scalar of `ty`.
+fn typed(v: f64, ty: &DataType) -> ScalarValue {
+    if ty.is_integer() {
+        ScalarValue::Int64(Some(v.round() as i64)).cast_to(ty).unwrap_or(ScalarValue::Int64(Some(v.round() as i64)))
+    } else {
+        ScalarValue::Float64(Some(v)).cast_to(ty).unwrap_or(ScalarValue::Float64(Some(v)))
+    }
+}
+
+/// Build the noisy table (keys, released values, hidden interval columns) and
+/// run the query's post-processing on it, in a session that holds no private data.
+pub async fn post_process(q: &DpQuery, groups: &Groups, released: &[(u32, Vec<Cell>)], cal: &Calibration) -> Result<QueryResult> {
+    let n_keys = q.keys.len();
+    let agg_fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> =
+        q.agg_schema.iter().map(|(qf, f)| (qf.cloned(), f.clone())).collect();
+    // noisy table columns: __c0.. for every aggregate-schema field, + hidden columns
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, (_, f)) in agg_fields.iter().enumerate() {
+        let ty = f.data_type().clone();
+        let vals: Vec<ScalarValue> = released
+            .iter()
+            .map(|(gid, cells)| if i < n_keys { groups.keys[*gid as usize][i].clone() } else { typed(cells[i - n_keys].value, &ty) })
+            .collect();
+        let arr = if vals.is_empty() {
+            datafusion::arrow::array::new_empty_array(&ty)
+        } else {
+            ScalarValue::iter_to_array(vals).map_err(super::error::sql)?
+        };
+        fields.push(Field::new(format!("__c{i}"), arr.data_type().clone(), true));
+        arrays.push(arr);
+    }
+    for j in 0..q.aggs.len() {
+        for (suffix, pick) in [(LO, 0), (HI, 1), (SD, 2)] {
+            let v: Float64Array = released
+                .iter()
+                .map(|(_, cells)| {
+                    let c = cells[j];
+                    Some(match pick {
+                        0 => c.lo,
+                        1 => c.hi,
+                        _ => c.sd,
+                    })
+                })
+                .collect();
+            fields.push(Field::new(format!("__c{}{suffix}", n_keys + j), DataType::Float64, true));
+            arrays.push(Arc::new(v));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(super::error::sql)?;
+    // replacement for the DP aggregate: the noisy columns under the aggregate's names
+    let mut proj = Vec::new();
+    for (i, (qual, f)) in agg_fields.iter().enumerate() {
+        let c = col(Column::new_unqualified(format!("__c{i}")));
+        proj.push(c.alias_qualified(qual.clone(), f.name()));
+    }
+    for j in 0..q.aggs.len() {
+        let (qual, f) = &agg_fields[n_keys + j];
+        for suffix in [LO, HI, SD] {
+            proj.push(col(Column::new_unqualified(format!("__c{}{suffix}", n_keys + j))).alias_qualified(qual.clone(), format!("{}{suffix}", f.name())));
+        }
+    }
+    let base = LogicalPlanBuilder::scan("__dpq_noisy", provider_as_source(Arc::new(table)), None)
+        .map_err(super::error::sql)?
+        .project(proj)
+        .map_err(super::error::sql)?
+        .build()
+        .map_err(super::error::sql)?;
+    let plan = rebuild(&q.plan, q.depth, base)?;
+    let ctx = SessionContext::new();
+    let batches = ctx.execute_logical_plan(plan).await.map_err(super::error::sql)?.collect().await.map_err(super::error::sql)?;
+    Ok(to_result(&batches, cal.confidence))
+}
+
+/// Rebuild the post-processing chain over `base` (which replaces the node at `depth`).
+fn rebuild(plan: &LogicalPlan, depth: usize, base: LogicalPlan) -> Result<LogicalPlan> {
+    if depth == 0 {
+        return Ok(base);
+    }
+    let child = rebuild(plan.inputs()[0], depth - 1, base)?;
+    let child_schema = child.schema().clone();
+    let mut exprs = plan.expressions();
+    if let LogicalPlan::Projection(_) = plan {
+        let mut extra = Vec::new();
+        for e in &exprs {
+            extra.extend(interval_exprs(e, &child_schema)?);
+        }
+        exprs.extend(extra);
+        return LogicalPlanBuilder::from(child).project(exprs).map_err(super::error::sql)?.build().map_err(super::error::sql);
+    }
+    plan.with_new_exprs(exprs, vec![child]).map_err(super::error::sql)
+}
+
+/// The hidden column of `c` with `suffix`, if `c` is noisy in `schema`.
+fn hidden(c: &Column, suffix: &str, schema: &DFSchemaRef) -> Option<Column> {
+    let name = format!("{}{suffix}", c.name);
+    schema.iter().find(|(_, f)| f.name() == &name).map(|(q, f)| Column::new(q.cloned(), f.name()))
+}
+
+/// For an output expression over noisy columns, the expressions of its interval
+/// ends and standard deviation. Only expressions monotone in one noisy value are
+/// supported (a CI maps through a monotone function); others are refused.
+fn interval_exprs(e: &Expr, schema: &DFSchemaRef) -> Result<Vec<Expr>> {
+    let mut noisy: Vec<Column> = Vec::new();
+    e.apply(|x| {
+        if let Expr::Column(c) = x {
+            if !c.name.ends_with(LO) && !c.name.ends_with(HI) && !c.name.ends_with(SD) && hidden(c, LO, schema).is_some() && !noisy.contains(c) {
+                noisy.push(c.clone());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(super::error::sql)?;
+    if noisy.is_empty() {
+        return Ok(vec![]);
+    }
+    let name = e.schema_name().to_string();
+    let out_name = match e {
+        Expr::Column(c) => c.name.clone(),
+        _ => name.clone(),
+    };
+    if noisy.len() > 1 || !monotone(e, &noisy[0]) {
+        return Err(refused(
+            format!("the output expression `{name}`"),
+            "it combines noisy aggregates in a way dpq cannot attach an honest confidence interval to",
+            "return the aggregates as separate columns (AVG is computed for you; use it for ratios of sums to counts)",
+        ));
+    }
+    let c = &noisy[0];
+    let subst = |with: Expr| -> Result<Expr> {
+        Ok(e.clone()
+            .transform(|x| {
+                Ok(match &x {
+                    Expr::Column(cc) if cc == c => Transformed::yes(with.clone()),
+                    _ => Transformed::no(x),
+                })
+            })
+            .map_err(super::error::sql)?
+            .data)
+    };
+    let strip = |x: Expr| match x {
+        Expr::Alias(a) => *a.expr,
+        other => other,
+    };
+    let lo = strip(subst(Expr::Column(hidden(c, LO, schema).unwrap()))?);
+    let hi = strip(subst(Expr::Column(hidden(c, HI, schema).unwrap()))?);
+    let plus = strip(subst(Expr::Column(c.clone()) + Expr::Column(hidden(c, SD, schema).unwrap()))?);
+    let base = strip(e.clone());
+    let sd = datafusion::functions::math::expr_fn::abs(
+        Expr::BinaryExpr(BinaryExpr::new(Box::new(datafusion::logical_expr::cast(plus, DataType::Float64)), Operator::Minus, Box::new(datafusion::logical_expr::cast(base, DataType::Float64)))),
+    );
+    Ok(vec![
+        datafusion::logical_expr::cast(lo, DataType::Float64).alias(format!("{out_name}{LO}")),
+        datafusion::logical_expr::cast(hi, DataType::Float64).alias(format!("{out_name}{HI}")),
+        sd.alias(format!("{out_name}{SD}")),
+    ])
+}
+
+/// Built only from the noisy column, literals, +/− with noise-free terms, × or ÷
+/// by literals, casts and rounding: monotone in the noisy value.
+fn monotone(e: &Expr, c: &Column) -> bool {
+    let has = |x: &Expr| x.column_refs().contains(c);
+    match e {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::Alias(a) => monotone(&a.expr, c),
+        Expr::Cast(x) => monotone(&x.expr, c),
+        Expr::TryCast(x) => monotone(&x.expr, c),
+        Expr::Negative(x) => monotone(x, c),
+        Expr::BinaryExpr(b) => match b.op {
+            Operator::Plus | Operator::Minus => (!has(&b.left) || monotone(&b.left, c)) && (!has(&b.right) || monotone(&b.right, c)) && !(has(&b.left) && has(&b.right)),
+            Operator::Multiply => {
+                (matches!(*b.left, Expr::Literal(..)) && monotone(&b.right, c)) || (matches!(*b.right, Expr::Literal(..)) && monotone(&b.left, c))
+            }
+            Operator::Divide => matches!(*b.right, Expr::Literal(..)) && monotone(&b.left, c),
+            _ => false,
+        },
+        Expr::ScalarFunction(f) => matches!(f.func.name(), "round" | "floor" | "ceil" | "trunc") && f.args.first().is_some_and(|a| monotone(a, c)),
+        _ => false,
+    }
+}
+
+fn json_of(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    if v.is_null() {
+        return J::Null;
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => J::Bool(*b),
+        ScalarValue::Int8(Some(x)) => J::from(*x),
+        ScalarValue::Int16(Some(x)) => J::from(*x),
+        ScalarValue::Int32(Some(x)) => J::from(*x),
+        ScalarValue::Int64(Some(x)) => J::from(*x),
+        ScalarValue::UInt8(Some(x)) => J::from(*x),
+        ScalarValue::UInt16(Some(x)) => J::from(*x),
+        ScalarValue::UInt32(Some(x)) => J::from(*x),
+        ScalarValue::UInt64(Some(x)) => J::from(*x),
+        ScalarValue::Float32(Some(x)) => serde_json::Number::from_f64(*x as f64).map(J::Number).unwrap_or(J::Null),
+        ScalarValue::Float64(Some(x)) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+        other => J::String(other.to_string()),
+    }
+}
+
+fn f64_of(v: &ScalarValue) -> f64 {
+    match v.cast_to(&DataType::Float64) {
+        Ok(ScalarValue::Float64(Some(x))) => x,
+        _ => f64::NAN,
+    }
+}
+
+/// Assemble the output: hidden columns become each noisy cell's interval.
+pub fn to_result(batches: &[RecordBatch], confidence: f64) -> QueryResult {
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => Arc::new(Schema::empty()),
+    };
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let visible: Vec<usize> = (0..names.len()).filter(|&i| !names[i].ends_with(LO) && !names[i].ends_with(HI) && !names[i].ends_with(SD)).collect();
+    let find = |n: &str| names.iter().position(|x| x == n);
+    let columns: Vec<ColumnMeta> = visible
+        .iter()
+        .map(|&i| ColumnMeta {
+            name: names[i].clone(),
+            data_type: schema.field(i).data_type().to_string(),
+            noisy: find(&format!("{}{LO}", names[i])).is_some(),
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let mut obj = serde_json::Map::new();
+            for (ci, &i) in visible.iter().enumerate() {
+                let v = ScalarValue::try_from_array(b.column(i), r).unwrap_or(ScalarValue::Null);
+                let cell = if columns[ci].noisy {
+                    let get = |s: &str| find(&format!("{}{s}", names[i])).map(|k| f64_of(&ScalarValue::try_from_array(b.column(k), r).unwrap_or(ScalarValue::Null))).unwrap_or(f64::NAN);
+                    let (a, z) = (get(LO), get(HI));
+                    serde_json::to_value(Noisy { value: json_of(&v), stddev: get(SD), ci_low: a.min(z), ci_high: a.max(z), confidence }).unwrap()
+                } else {
+                    json_of(&v)
+                };
+                obj.insert(names[i].clone(), cell);
+            }
+            rows.push(obj);
+        }
+    }
+    QueryResult { columns, rows, privacy: None, notes: vec![] }
+}
+
+/// Public queries: plain values.
+pub fn plain_result(batches: &[RecordBatch]) -> QueryResult {
+    to_result(batches, 0.0)
+}

@@ -1,0 +1,63 @@
+//! The result of a query, as printed and as stored in the ledger (DESIGN §3 JSON).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnMeta {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Carries noise (value, stddev, interval).
+    pub noisy: bool,
+}
+
+/// A noisy cell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Noisy {
+    pub value: serde_json::Value,
+    pub stddev: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Privacy {
+    /// ε and δ spent by this query (0 when replayed).
+    pub epsilon: String,
+    pub delta: String,
+    /// ε and δ this answer was charged when first computed.
+    pub charged_epsilon: String,
+    pub charged_delta: String,
+    pub remaining_epsilon: f64,
+    pub remaining_delta: String,
+    pub entry: Option<i64>,
+    pub replayed: bool,
+    pub mechanism: String,
+    pub bounding: String,
+    pub unit: String,
+    pub ledger_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryResult {
+    pub columns: Vec<ColumnMeta>,
+    /// One object per row keyed by column name; a noisy cell is a [`Noisy`] object.
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub privacy: Option<Privacy>,
+    pub notes: Vec<String>,
+}
+
+impl QueryResult {
+    /// The value of a cell (noisy cells: their `value`).
+    pub fn value(&self, row: usize, col: &str) -> Option<&serde_json::Value> {
+        let v = self.rows.get(row)?.get(col)?;
+        Some(match v {
+            serde_json::Value::Object(o) if o.contains_key("ci_low") => &o["value"],
+            other => other,
+        })
+    }
+    pub fn cell(&self, row: usize, col: &str) -> Option<Noisy> {
+        serde_json::from_value(self.rows.get(row)?.get(col)?.clone()).ok()
+    }
+}

@@ -1,0 +1,135 @@
+//! DataFusion sessions over a dataset: tables from the manifests, the guard on
+//! private tables, the `clamp` function, memory limits with spilling.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use super::error::{EngineError, Result};
+use super::guard::{PrivateTable, ScanToken};
+use crate::config::Config;
+use crate::ingest::manifest::Manifest;
+use crate::ingest::schema::arrow_schema;
+
+/// What the engine knows about a dataset's tables.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub manifest: Manifest,
+    pub providers: Arc<dyn TableProvider>,
+}
+
+/// Sessions over one dataset.
+pub struct Sessions {
+    /// Tables by name: the raw (unguarded) providers.
+    pub tables: BTreeMap<String, TableInfo>,
+    pub config: Config,
+    memory_limit: Option<u64>,
+}
+
+pub fn clamp_udf() -> ScalarUDF {
+    create_udf(
+        "clamp",
+        vec![DataType::Float64, DataType::Float64, DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let n = args.iter().find_map(|a| match a {
+                ColumnarValue::Array(a) => Some(a.len()),
+                _ => None,
+            });
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let get = |i: usize| arrays[i].as_any().downcast_ref::<Float64Array>().cloned().expect("float64 argument");
+            let (x, lo, hi) = (get(0), get(1), get(2));
+            let out: Float64Array = (0..x.len())
+                .map(|i| {
+                    if x.is_null(i) || lo.is_null(i) || hi.is_null(i) {
+                        None
+                    } else {
+                        Some(x.value(i).max(lo.value(i)).min(hi.value(i)))
+                    }
+                })
+                .collect();
+            let out: ArrayRef = Arc::new(out);
+            Ok(match n {
+                Some(_) => ColumnarValue::Array(out),
+                None => ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&out, 0)?),
+            })
+        }),
+    )
+}
+
+impl Sessions {
+    pub fn new(data: &Path, config: &Config, memory_limit: Option<u64>) -> Result<Sessions> {
+        let data = std::fs::canonicalize(data).map_err(|e| EngineError::Data(format!("cannot open {}: {e}", data.display())))?;
+        let mut tables = BTreeMap::new();
+        for name in config.tables.keys() {
+            let Some(manifest) = Manifest::load(&data, name)? else { continue };
+            let paths = manifest.part_paths(&data)?;
+            if paths.is_empty() {
+                continue;
+            }
+            let urls = paths
+                .iter()
+                .map(|p| ListingTableUrl::parse(p.to_string_lossy().as_ref()).map_err(super::error::sql))
+                .collect::<Result<Vec<_>>>()?;
+            let opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let cfg = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(opts)
+                .with_schema(arrow_schema(&manifest.schema));
+            let table = ListingTable::try_new(cfg).map_err(super::error::sql)?;
+            tables.insert(name.clone(), TableInfo { manifest, providers: Arc::new(table) });
+        }
+        Ok(Sessions { tables, config: config.clone(), memory_limit })
+    }
+
+    fn context(&self, token: bool) -> Result<SessionContext> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let mut cfg = SessionConfig::new().with_target_partitions(threads).with_information_schema(false);
+        if token {
+            cfg = cfg.with_extension(Arc::new(ScanToken(())));
+        }
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = self.memory_limit {
+            rt = rt.with_memory_pool(Arc::new(FairSpillPool::new(limit as usize)));
+        }
+        let runtime = rt.build_arc().map_err(super::error::sql)?;
+        let state = SessionStateBuilder::new().with_config(cfg).with_runtime_env(runtime).with_default_features().build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_udf(clamp_udf());
+        for (name, info) in &self.tables {
+            let public = self.config.table(name).map(|t| t.public).unwrap_or(false);
+            let provider: Arc<dyn TableProvider> = if public {
+                info.providers.clone()
+            } else {
+                Arc::new(PrivateTable { name: name.clone(), inner: info.providers.clone() })
+            };
+            ctx.register_table(name.as_str(), provider).map_err(super::error::sql)?;
+        }
+        Ok(ctx)
+    }
+
+    /// A session for planning and public queries: private tables cannot be scanned.
+    pub fn planning(&self) -> Result<SessionContext> {
+        self.context(false)
+    }
+
+    /// A session that may scan private tables; only the bounded executor uses it.
+    pub(super) fn bounded(&self) -> Result<SessionContext> {
+        self.context(true)
+    }
+
+    pub fn version(&self, table: &str) -> Option<String> {
+        self.tables.get(table).map(|t| t.manifest.version())
+    }
+}
