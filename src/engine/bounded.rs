@@ -25,7 +25,6 @@ use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, in_list, lit, when};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use rand::{CryptoRng, RngCore};
 
 use super::analyze::{AggKind, DpQuery};
 use super::error::{EngineError, Result};
@@ -290,22 +289,24 @@ async fn for_each_unit(
     plan: &BoundedPlan,
     groups: &mut Groups,
     n_values: usize,
-    mut per_unit: impl FnMut(&[GroupPartial]),
+    mut per_unit: impl FnMut(&[u8], &[GroupPartial]),
 ) -> Result<()> {
     let mut stream = execute_bounded(sessions, plan).await?;
     let mut unit_conv: Option<RowConverter> = None;
     let mut current: Option<OwnedRow> = None;
     let mut parts: BTreeMap<u32, GroupPartial> = BTreeMap::new();
-    let flush = |parts: &mut BTreeMap<u32, GroupPartial>, groups: &Groups, per_unit: &mut dyn FnMut(&[GroupPartial])| {
+    let flush = |unit: Option<&OwnedRow>, parts: &mut BTreeMap<u32, GroupPartial>, groups: &Groups, per_unit: &mut dyn FnMut(&[u8], &[GroupPartial])| {
         if parts.is_empty() {
             return;
         }
+        let unit_row = unit.map(|u| u.row());
+        let unit_bytes: &[u8] = unit_row.as_ref().map(|r| r.as_ref()).unwrap_or(&[]);
         let mut v: Vec<GroupPartial> = std::mem::take(parts).into_values().collect();
         v.sort_by(|a, b| groups.key_order(a.group, b.group));
         for p in &mut v {
             p.bins.sort_unstable();
         }
-        per_unit(&v);
+        per_unit(unit_bytes, &v);
     };
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch = batch.map_err(|_| EngineError::Execution)?;
@@ -353,7 +354,7 @@ async fn for_each_unit(
         for i in 0..batch.num_rows() {
             let u = urows.row(i);
             if current.as_ref().is_none_or(|cu| cu.row() != u) {
-                flush(&mut parts, groups, &mut per_unit);
+                flush(current.as_ref(), &mut parts, groups, &mut per_unit);
                 current = Some(u.owned());
             }
             let Some(gid) = groups.id(&key_cols, krows.as_ref(), i)? else { continue };
@@ -384,7 +385,7 @@ async fn for_each_unit(
             }
         }
     }
-    flush(&mut parts, groups, &mut per_unit);
+    flush(current.as_ref(), &mut parts, groups, &mut per_unit);
     Ok(())
 }
 
@@ -392,23 +393,39 @@ async fn for_each_unit(
 pub async fn unit_shapes(sessions: &Sessions, plan: &BoundedPlan, groups: &mut Groups) -> Result<Vec<UnitShape>> {
     let mut out = Vec::new();
     let nv = plan.values.len();
-    for_each_unit(sessions, plan, groups, nv, |parts| out.push(bounding::unit_shape(parts))).await?;
+    for_each_unit(sessions, plan, groups, nv, |_, parts| out.push(bounding::unit_shape(parts))).await?;
     Ok(out)
 }
 
+/// The bounding randomness of one person: a ChaCha20 stream keyed by the query's
+/// secret seed and selected by a hash of the person's identity (and of which plan
+/// this is), so that one person's draws never depend on anyone else's rows.
+pub fn unit_rng(seed: &[u8; 32], plan_tag: u64, unit: &[u8]) -> rand_chacha::ChaCha20Rng {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(plan_tag.to_le_bytes());
+    h.update(unit);
+    let d = h.finalize();
+    let mut r = crate::privacy::samplers::seeded_rng(*seed);
+    r.set_stream(u64::from_le_bytes(d[..8].try_into().unwrap()));
+    r
+}
+
 /// Run a bounded plan and total the bounded contributions per group.
-pub async fn bounded_totals<R: RngCore + CryptoRng>(
+pub async fn bounded_totals(
     sessions: &Sessions,
     plan: &BoundedPlan,
     groups: &mut Groups,
     family: Family,
     bins: usize,
-    rng: &mut R,
+    seed: &[u8; 32],
+    plan_tag: u64,
 ) -> Result<HashMap<u32, GroupTotal>> {
     let nv = plan.values.len();
     let mut totals: HashMap<u32, GroupTotal> = HashMap::new();
-    for_each_unit(sessions, plan, groups, nv, |parts| {
-        for c in bounding::bound_unit(rng, parts, family) {
+    for_each_unit(sessions, plan, groups, nv, |unit, parts| {
+        let mut rng = unit_rng(seed, plan_tag, unit);
+        for c in bounding::bound_unit(&mut rng, parts, family) {
             let t = totals.entry(c.group).or_insert_with(|| GroupTotal {
                 values: vec![ValueStats::default(); nv],
                 hist: if bins > 0 { vec![0; bins] } else { vec![] },

@@ -177,12 +177,12 @@ impl Engine {
             cal = recal;
         }
         let stats = bounded::stats_plan(q, &cal)?;
-        let totals = bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &mut stream(1)).await?;
+        let totals = bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await?;
         let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
         for (j, ap) in cal.aggs.iter().enumerate() {
             if let Some((dom, _, _)) = &ap.quantile {
                 let qp = bounded::quantile_plan(q, &cal, j)?;
-                qtotals[j] = Some(bounded::bounded_totals(&self.sessions, &qp, &mut groups, cal.family, dom.bins, &mut stream(10 + j as u64)).await?);
+                qtotals[j] = Some(bounded::bounded_totals(&self.sessions, &qp, &mut groups, cal.family, dom.bins, &seed, 10 + j as u64).await?);
             }
         }
         let mut noise_rng = stream(2);
@@ -291,3 +291,5 @@ pub fn params_from(
         auto_bounds_share: d.auto_bounds_share,
     }
 }
+#[cfg(test)]
+mod test;
