@@ -72,6 +72,7 @@ impl Engine {
         match analyze::analyze(&ctx, config, &self.domains, sql).await? {
             Analysis::Public { plan, tables } => Ok(Prepared::Public { plan, tables, sql: sql.to_string() }),
             Analysis::Dp(q) => {
+                release::check_post_processing(&q)?;
                 let (c, l0, linf) = plan::configured_bounds(&q, params);
                 let (family, alt, why) = plan::choose_family(&q, params, c, l0, linf);
                 let cal = plan::calibrate(&q, params, family, alt, why)?;

@@ -217,6 +217,20 @@ fn typed(v: f64, ty: &DataType) -> ScalarValue {
 /// Build the noisy table (keys, released values, hidden interval columns) and
 /// run the query's post-processing on it, in a session that holds no private data.
 pub async fn post_process(q: &DpQuery, groups: &Groups, released: &[(u32, Vec<Cell>)], cal: &Calibration) -> Result<QueryResult> {
+    let plan = post_plan(q, groups, released)?;
+    let ctx = SessionContext::new();
+    let batches = ctx.execute_logical_plan(plan).await.map_err(super::error::sql)?.collect().await.map_err(super::error::sql)?;
+    Ok(to_result(&batches, cal.confidence))
+}
+
+/// Check at planning time that the post-processing can carry intervals (builds
+/// the plan over an empty noisy table; nothing is executed).
+pub fn check_post_processing(q: &DpQuery) -> Result<()> {
+    let groups = Groups::new(q)?;
+    post_plan(q, &groups, &[]).map(|_| ())
+}
+
+fn post_plan(q: &DpQuery, groups: &Groups, released: &[(u32, Vec<Cell>)]) -> Result<LogicalPlan> {
     let n_keys = q.keys.len();
     let agg_fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> =
         q.agg_schema.iter().map(|(qf, f)| (qf.cloned(), f.clone())).collect();
@@ -275,10 +289,7 @@ pub async fn post_process(q: &DpQuery, groups: &Groups, released: &[(u32, Vec<Ce
         .map_err(super::error::sql)?
         .build()
         .map_err(super::error::sql)?;
-    let plan = rebuild(&q.plan, q.depth, base)?;
-    let ctx = SessionContext::new();
-    let batches = ctx.execute_logical_plan(plan).await.map_err(super::error::sql)?.collect().await.map_err(super::error::sql)?;
-    Ok(to_result(&batches, cal.confidence))
+    rebuild(&q.plan, q.depth, base)
 }
 
 /// Rebuild the post-processing chain over `base` (which replaces the node at `depth`).

@@ -107,6 +107,10 @@ impl Sessions {
         let state = SessionStateBuilder::new().with_config(cfg).with_runtime_env(runtime).with_default_features().build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(clamp_udf());
+        // VARIANCE / VARIANCE_POP as in most SQL dialects
+        use datafusion::functions_aggregate::variance::{var_pop_udaf, var_samp_udaf};
+        ctx.register_udaf(var_samp_udaf().as_ref().clone().with_aliases(["variance", "var_samp", "var_sample"]));
+        ctx.register_udaf(var_pop_udaf().as_ref().clone().with_aliases(["variance_pop", "var_pop", "var_population"]));
         for (name, info) in &self.tables {
             let public = self.config.table(name).map(|t| t.public).unwrap_or(false);
             let provider: Arc<dyn TableProvider> = if public {

@@ -315,9 +315,12 @@ impl Ledger {
         (t, adm)
     }
 
-    /// The zCDP/RDP figure (filters valid under adaptive composition), when one applies.
+    /// The zCDP/RDP figure (filters valid under adaptive composition), when one
+    /// applies and saves at least 1 % over basic composition (below that, the
+    /// exact basic figure is clearer and the gain immaterial).
     fn tight(t: &Totals) -> Option<f64> {
-        [t.zcdp_epsilon, t.rdp_epsilon].into_iter().flatten().reduce(f64::min)
+        let basic = t.basic_epsilon.to_f64();
+        [t.zcdp_epsilon, t.rdp_epsilon].into_iter().flatten().reduce(f64::min).filter(|v| *v < basic * 0.99)
     }
 
     fn sync_budget(&mut self, budget: &Budget) -> Result<(), LedgerError> {

@@ -123,7 +123,10 @@ pub fn make_total(e: Expr, schema: &DFSchema) -> Result<Expr> {
                     let ty = left.get_type(schema).unwrap_or(DataType::Null);
                     let rty = right.get_type(schema).unwrap_or(DataType::Null);
                     let base = Expr::BinaryExpr(BinaryExpr { left: left.clone(), op, right: right.clone() });
-                    let guarded = if is_integer(&ty) && is_integer(&rty) {
+                    let safe_literal = matches!(lit_f64(&right), Some(d) if d != 0.0 && d != -1.0);
+                    let guarded = if safe_literal {
+                        base
+                    } else if is_integer(&ty) && is_integer(&rty) {
                         let neg_one = if op == Operator::Divide { Expr::Negative(left.clone()) } else { lit(0i64) };
                         when((*right.clone()).eq(lit(0i64)), lit(ScalarValue::Null))
                             .when((*right.clone()).eq(lit(-1i64)), neg_one)
@@ -367,4 +370,19 @@ fn dedup(vals: &mut Vec<ScalarValue>) {
         }
     }
     *vals = out;
+}
+
+/// True when `e` takes whole-number values: an integer type, or an integer
+/// expression behind the analyzer's casts to floating point.
+pub fn integer_valued(e: &Expr, schema: &DFSchema) -> bool {
+    match e {
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+            e.get_type(schema).map(|t| t.is_integer()).unwrap_or(false) || integer_valued(expr, schema)
+        }
+        Expr::Alias(a) => integer_valued(&a.expr, schema),
+        Expr::ScalarFunction(f) if f.func.name() == "clamp" && f.args.len() == 3 => {
+            integer_valued(&f.args[0], schema) && [&f.args[1], &f.args[2]].iter().all(|a| lit_f64(a).is_some_and(|v| v.fract() == 0.0))
+        }
+        _ => e.get_type(schema).map(|t| t.is_integer()).unwrap_or(false),
+    }
 }

@@ -278,6 +278,13 @@ impl Analyzer<'_> {
                 }
                 LogicalPlan::SubqueryAlias(s) => &s.input,
                 LogicalPlan::Aggregate(a) => break a,
+                LogicalPlan::Distinct(d) if matches!(d.input().as_ref(), LogicalPlan::Union(_)) => {
+                    return Err(refused(
+                        "UNION mixing private rows",
+                        "rows from several private sources cannot be bounded per person as one release",
+                        "run each part as its own query",
+                    ));
+                }
                 LogicalPlan::Distinct(_) => {
                     return Err(refused(
                         "SELECT DISTINCT over private rows",
@@ -475,7 +482,7 @@ impl Analyzer<'_> {
             check_row_expr(a, "an aggregate argument")?;
             let info = self.expr_info(a, schema, rel)?;
             let ty = a.get_type(schema).map_err(super::error::sql)?;
-            integer = ty.is_integer();
+            integer = exprs::integer_valued(a, schema);
             if kind.needs_bounds() {
                 if !ty.is_numeric() {
                     return Err(refused(format!("{display}"), format!("its argument has type {ty}, not a number"), "aggregate a numeric expression"));
@@ -605,12 +612,12 @@ impl Analyzer<'_> {
                     }
                     _ => {}
                 }
-                check_no_subquery_exprs(plan, "a sub-query")?;
                 let what = match plan {
                     LogicalPlan::Filter(_) => "WHERE",
                     LogicalPlan::Projection(_) => "SELECT",
                     _ => "ORDER BY",
                 };
+                check_no_subquery_exprs(plan, &format!("{what} over private rows"))?;
                 for e in plan.expressions() {
                     check_row_expr(&e, what)?;
                     let name = e.schema_name().to_string();
@@ -667,6 +674,13 @@ impl Analyzer<'_> {
                     JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => l.private && !r.private,
                     JoinType::Full => l.private || r.private,
                 };
+                if j.join_type == JoinType::Full {
+                    return Err(refused(
+                        "FULL OUTER JOIN over private rows",
+                        "rows without a match on one side belong to no person (or to the wrong one), so they cannot be bounded per person",
+                        "use an INNER join on the privacy unit, or a LEFT join keeping the private side",
+                    ));
+                }
                 if private_outer {
                     return Err(refused(
                         format!("{} join that keeps public rows depending on private ones", j.join_type),

@@ -51,9 +51,13 @@ impl Grid {
         let m = lo.abs().max(hi.abs()).max(f64::MIN_POSITIVE);
         // coarsest allowed by precision: m / g ≤ 2^52  →  g ≥ m / 2^52
         let min_exp = (m / max_units).log2().ceil() as i32;
-        let target = if noise_scale.is_finite() && noise_scale > 0.0 { (noise_scale / 1024.0).log2().floor() as i32 } else { 0 };
+        // per-row rounding adds up over rows, so the grid must also resolve the
+        // value range finely (2^-24 of it), not only be small next to the noise
+        let noise_exp = if noise_scale.is_finite() && noise_scale > 0.0 { (noise_scale / 1024.0).log2().floor() as i32 } else { 0 };
+        let span = if hi > lo { hi - lo } else { m };
+        let range_exp = (span / 16_777_216.0).log2().floor() as i32;
         // integers are exact on the unit grid: no rounding at all
-        let exp = if integer_valued { min_exp.max(0) } else { target.max(min_exp) };
+        let exp = if integer_valued { min_exp.max(0) } else { noise_exp.min(range_exp).max(min_exp) };
         Ok(Grid { exp: exp.clamp(-1074, 1023) })
     }
 

@@ -1,0 +1,107 @@
+//! `dpq query`, `explain`, `budget` through the real binary.
+
+use crate::util::*;
+
+#[test]
+fn query_json_follows_the_contract() {
+    let (_d, data) = dataset();
+    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) AS n, AVG(length) AS avg_len FROM messages GROUP BY chat_kind", "--format", "json"]);
+    assert_eq!(v["columns"], serde_json::json!(["chat_kind", "n", "avg_len"]));
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "both domain values released");
+    for r in rows {
+        assert!(r["chat_kind"].is_string(), "group key is a plain value");
+        for c in ["n", "avg_len"] {
+            let cell = &r[c];
+            for k in ["value", "stddev", "ci_low", "ci_high", "confidence"] {
+                assert!(cell.get(k).is_some(), "{c} lacks {k}: {cell}");
+            }
+            assert!(cell["ci_low"].as_f64().unwrap() <= cell["value"].as_f64().unwrap());
+            assert!(cell["ci_high"].as_f64().unwrap() >= cell["value"].as_f64().unwrap());
+            assert_eq!(cell["confidence"], 0.95);
+        }
+    }
+    let p = &v["privacy"];
+    for k in ["epsilon", "delta", "remaining_epsilon", "remaining_delta", "entry", "replayed"] {
+        assert!(p.get(k).is_some(), "privacy lacks {k}");
+    }
+    assert_eq!(p["epsilon"], "0.5");
+    assert_eq!(p["replayed"], false);
+    assert_eq!(p["remaining_epsilon"].as_f64().unwrap(), 9.5);
+}
+
+#[test]
+fn replay_is_free_fresh_charges_and_ingest_invalidates() {
+    let (d, data) = dataset();
+    let sql = "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind";
+    let a = json(&data, &["query", sql, "--format", "json"]);
+    // different spelling, same plan: replayed
+    let b = json(&data, &["query", "select KIND, count(*) as n from CALLS group by kind", "--format", "json"]);
+    assert_eq!(b["privacy"]["replayed"], true);
+    assert_eq!(a["rows"], b["rows"]);
+    assert_eq!(b["privacy"]["epsilon"], "0");
+    let spent = |data: &std::path::Path| json(data, &["budget", "--format", "json"])["basic_epsilon_exact"].as_str().unwrap().to_string();
+    assert_eq!(spent(&data), "0.5");
+    let c = json(&data, &["query", sql, "--format", "json", "--fresh"]);
+    assert_eq!(c["privacy"]["replayed"], false);
+    assert_ne!(a["rows"], c["rows"]);
+    assert_eq!(spent(&data), "1");
+    // new data → new data version → a new answer, charged
+    let f = d.path().join("late.csv");
+    std::fs::write(&f, "user_id,ts,kind,duration_s\n1,2025-02-01T10:00:00Z,video,60\n").unwrap();
+    ok(&data, &["ingest", "calls", f.to_str().unwrap()]);
+    let e = json(&data, &["query", sql, "--format", "json"]);
+    assert_eq!(e["privacy"]["replayed"], false);
+    assert_eq!(spent(&data), "1.5");
+}
+
+#[test]
+fn exhausted_budget_refuses_and_says_what_remains() {
+    let (_d, data) = dataset();
+    let toml = std::fs::read_to_string(data.join("dpq.toml")).unwrap().replace("epsilon = 10.0", "epsilon = 1.0");
+    std::fs::write(data.join("dpq.toml"), toml).unwrap();
+    ok(&data, &["query", "SELECT COUNT(*) FROM messages", "--epsilon", "0.7"]);
+    let r = run(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.5"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("budget exhausted") && r.stderr.contains("ε=0.5") && r.stderr.contains("0.3"), "{}", r.stderr);
+    assert!(r.stderr.contains("--epsilon") && r.stderr.contains("[budget]"), "{}", r.stderr);
+    // lowering the total below what is spent is refused
+    let toml = std::fs::read_to_string(data.join("dpq.toml")).unwrap().replace("epsilon = 1.0", "epsilon = 0.5");
+    std::fs::write(data.join("dpq.toml"), toml).unwrap();
+    let r = run(&data, &["budget"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("below what was already spent"), "{}", r.stderr);
+}
+
+#[test]
+fn explain_spends_nothing_and_describes_the_plan() {
+    let (_d, data) = dataset();
+    let out = ok(&data, &["explain", "SELECT emoji, COUNT(*) AS n FROM messages GROUP BY emoji ORDER BY n DESC LIMIT 5"]);
+    for needle in ["bounding: L0/Linf", "sensitivity 80", "discrete Laplace", "95% CI", "emoji_catalog", "Sort: __u", "budget: ε remaining 10 → 9.5"] {
+        assert!(out.contains(needle), "explain lacks `{needle}`:\n{out}");
+    }
+    let v = json(&data, &["budget", "--format", "json"]);
+    assert_eq!(v["spent_epsilon"], 0.0);
+    let e = json(&data, &["explain", "SELECT COUNT(*) FROM messages", "--format", "json"]);
+    assert_eq!(e["epsilon"], "0.5");
+}
+
+#[test]
+fn table_and_csv_outputs() {
+    let (_d, data) = dataset();
+    let t = ok(&data, &["query", "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind"]);
+    assert!(t.contains(" ± ") && t.contains("privacy: ε=0.5"), "{t}");
+    let c = ok(&data, &["query", "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind", "--format", "csv"]);
+    assert!(c.starts_with("kind,n,n_stddev,n_ci_low,n_ci_high\n"), "{c}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (_d, data) = dataset();
+    assert_eq!(run(&data, &["query"]).code, 2);
+    assert_eq!(run(&data, &["query", "SELECT 1", "--epsilon", "-1"]).code, 2);
+    assert_eq!(run(&data, &["query", "SELECT 1", "--max-groups-per-unit", "0"]).code, 2);
+    assert_eq!(run(&data, &["frobnicate"]).code, 2);
+    let r = run(&data, &["query", "SELECT COUNT(*) FROM messages", "--confidence", "1.5"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -1,0 +1,8 @@
+//! dpq's integration tests: one binary (like ripgrep's), driving the real CLI on
+//! temporary dataset directories.
+
+mod cli;
+mod golden;
+mod ingest;
+mod ledger;
+mod util;
