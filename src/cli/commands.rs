@@ -105,7 +105,38 @@ pub fn run(args: Args) -> Result<()> {
             print!("{}", output::render_status(&status, entries.as_deref(), format));
             Ok(())
         }
-        Command::Report { .. } => anyhow::bail!("this command is not available yet"),
+        Command::Report { spec, out, plan, fresh } => {
+            let ds = Dataset::open(&data)?;
+            let spec = crate::report::spec::Spec::load(&spec)?;
+            runtime()?.block_on(async {
+                let engine = open_engine(&ds, None, "local").await?;
+                let mut ledger = open_ledger(&ds)?;
+                let remaining = ledger.status()?.remaining_epsilon;
+                let p = crate::report::plan(&engine, &ds, &spec, remaining).await?;
+                if plan {
+                    print!("{}", p.to_text());
+                    println!("\n(plan only: nothing was spent; run without --plan to produce the report)");
+                    return Ok(());
+                }
+                let spinner = super::progress::spinner(super::progress::wanted(), "computing the report");
+                let r = crate::report::run(&engine, &spec, &p, &mut ledger, fresh).await;
+                spinner.finish_and_clear();
+                let r = r?;
+                let files = crate::report::write(&r, &out)?;
+                println!(
+                    "report \"{}\": ε={} spent{} (ledger entry {}), ε={} remains",
+                    r.title,
+                    if r.privacy.replayed { "0".to_string() } else { r.privacy.epsilon.clone() },
+                    if r.privacy.replayed { " — replayed from the ledger" } else { "" },
+                    r.privacy.entry,
+                    crate::ledger::fmt_eps(r.privacy.remaining_epsilon)
+                );
+                for f in files {
+                    println!("  {}", f.display());
+                }
+                Ok(())
+            })
+        }
     }
 }
 
@@ -171,10 +202,41 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
         }
         ds
     };
-    println!("3/3 the DP query engine is the next step: see README.md for what comes next.");
-    let _ = ds;
-    Ok(())
+    println!("3/3 producing the annual report with differential privacy…");
+    let spec_path = out.join("annual_report.toml");
+    if !spec_path.exists() {
+        std::fs::write(&spec_path, ANNUAL_REPORT)?;
+    }
+    let spec = crate::report::spec::Spec::load(&spec_path)?;
+    let report_dir = out.join("report");
+    runtime()?.block_on(async {
+        let engine = open_engine(&ds, None, "local").await?;
+        let mut ledger = open_ledger(&ds)?;
+        let remaining = ledger.status()?.remaining_epsilon;
+        let plan = crate::report::plan(&engine, &ds, &spec, remaining).await?;
+        let spinner = super::progress::spinner(super::progress::wanted(), "computing the report");
+        let r = crate::report::run(&engine, &spec, &plan, &mut ledger, false).await;
+        spinner.finish_and_clear();
+        let r = r?;
+        crate::report::write(&r, &report_dir)?;
+        let index = std::fs::canonicalize(report_dir.join("index.html"))?;
+        println!();
+        println!("report: {}", index.display());
+        println!(
+            "privacy: the report spent ε={}{} of the dataset's ε={}; ε={} remains (see `dpq --data {} budget --log`)",
+            r.privacy.epsilon,
+            if r.privacy.replayed { " earlier (replayed now, free)" } else { "" },
+            r.privacy.total_epsilon,
+            crate::ledger::fmt_eps(r.privacy.remaining_epsilon),
+            data.display()
+        );
+        println!("try:     dpq --data {} query \"SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind\"", data.display());
+        Ok(())
+    })
 }
+
+/// The annual report spec, embedded so that `dpq demo` works from any directory.
+pub const ANNUAL_REPORT: &str = include_str!("../../queries/annual_report.toml");
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

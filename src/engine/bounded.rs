@@ -230,9 +230,10 @@ impl Groups {
         self.keys.is_empty()
     }
 
-    /// Group ids sorted by key bytes (deterministic order).
+    /// Group ids in a deterministic order: the declared domain order when every
+    /// key has a domain, else sorted by key bytes.
     pub fn sorted_ids(&self) -> Vec<u32> {
-        if self.rows.is_empty() {
+        if self.rows.is_empty() || self.domain_complete {
             return (0..self.keys.len() as u32).collect();
         }
         let mut ids: Vec<u32> = (0..self.keys.len() as u32).collect();

@@ -241,3 +241,4 @@ fn partition_selection_releases_only_popular_keys() {
         assert!(r.rows.is_empty(), "per-person keys must not be released: {:?}", r.rows.len());
     });
 }
+

@@ -363,6 +363,24 @@ impl Analyzer<'_> {
             let (_, field) = agg.schema.qualified_field(n_keys + j);
             aggs.push(self.dp_aggregate(e, field.name(), field.data_type(), &schema, &rel, &unit, &lookup)?);
         }
+        // user-facing names: an alias in the top projection wins over DataFusion's display
+        if let LogicalPlan::Projection(p) = &plan {
+            for e in &p.expr {
+                if let Expr::Alias(al) = e {
+                    let mut inner = &*al.expr;
+                    while let Expr::Alias(x) = inner {
+                        inner = &x.expr;
+                    }
+                    if let Expr::Column(c) = inner {
+                        for a in aggs.iter_mut() {
+                            if a.name == c.name {
+                                a.display = al.name.clone();
+                            }
+                        }
+                    }
+                }
+            }
+        }
         // per-person summaries: the source's top aggregate groups by the unit only (+ per-person attributes)
         let per_person = is_per_person(&agg.input, &rel);
         let mut tables = tables_of(&plan);
