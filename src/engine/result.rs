@@ -1,6 +1,18 @@
 //! The result of a query, as printed and as stored in the ledger (DESIGN §3 JSON).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// f64 fields that may be NaN or ±∞ (JSON has neither): written as `null`,
+/// read back as NaN.
+pub mod lenient {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() { s.serialize_f64(*v) } else { s.serialize_none() }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ColumnMeta {
@@ -15,8 +27,11 @@ pub struct ColumnMeta {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Noisy {
     pub value: serde_json::Value,
+    #[serde(with = "lenient")]
     pub stddev: f64,
+    #[serde(with = "lenient")]
     pub ci_low: f64,
+    #[serde(with = "lenient")]
     pub ci_high: f64,
     pub confidence: f64,
 }
@@ -29,6 +44,7 @@ pub struct Privacy {
     /// ε and δ this answer was charged when first computed.
     pub charged_epsilon: String,
     pub charged_delta: String,
+    #[serde(with = "lenient")]
     pub remaining_epsilon: f64,
     pub remaining_delta: String,
     pub entry: Option<i64>,

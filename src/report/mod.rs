@@ -261,8 +261,11 @@ pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon:
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Derived {
     pub label: String,
+    #[serde(with = "crate::engine::result::lenient")]
     pub value: f64,
+    #[serde(with = "crate::engine::result::lenient")]
     pub ci_low: f64,
+    #[serde(with = "crate::engine::result::lenient")]
     pub ci_high: f64,
     pub confidence: f64,
 }
@@ -289,6 +292,7 @@ pub struct ReportPrivacy {
     pub delta: String,
     pub total_epsilon: String,
     pub total_delta: String,
+    #[serde(with = "crate::engine::result::lenient")]
     pub remaining_epsilon: f64,
     pub remaining_delta: String,
     pub entry: i64,

@@ -5,4 +5,5 @@ mod cli;
 mod golden;
 mod ingest;
 mod ledger;
+mod report;
 mod util;

@@ -1,0 +1,178 @@
+//! Reports: planning goldens, the privacy statement against the ledger, the
+//! self-contained HTML rendered by headless Chromium.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+fn annual() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/annual_report.toml")
+}
+
+/// The planned ε split and expected errors of the annual report (planning reads
+/// no private rows, so this is stable for a given configuration).
+#[test]
+fn golden_report_plan() {
+    let (_d, data) = dataset();
+    let out = ok(&data, &["report", annual().to_str().unwrap(), "--plan"]);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/report_plan.txt");
+    if std::env::var_os("DPQ_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &out).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert_eq!(out, want, "report plan changed; review and regenerate with DPQ_UPDATE_GOLDEN=1");
+    // planning spent nothing
+    assert_eq!(json(&data, &["budget", "--format", "json"])["spent_epsilon"], 0.0);
+}
+
+#[test]
+fn report_is_charged_once_and_its_statement_matches_the_ledger() {
+    let (d, data) = dataset();
+    let out_dir = d.path().join("report");
+    ok(&data, &["report", annual().to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    let log = json(&data, &["budget", "--log", "--format", "json"]);
+    let entries: Vec<&serde_json::Value> = log["entries"].as_array().unwrap().iter().filter(|e| e["kind"] != "budget").collect();
+    assert_eq!(entries.len(), 1, "one ledger entry for the whole report");
+    let e = entries[0];
+    assert_eq!(e["kind"], "report");
+    assert_eq!(r["privacy"]["entry"], e["id"]);
+    assert_eq!(r["privacy"]["entry_hash"], e["hash"]);
+    assert_eq!(r["privacy"]["epsilon"], e["epsilon"]);
+    assert_eq!(r["privacy"]["epsilon"], "3");
+    assert_eq!(r["privacy"]["remaining_epsilon"], log["remaining_epsilon"]);
+    // the statement carries the same numbers
+    let html = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    for text in [&html, &md] {
+        assert!(text.contains(&format!("ledger entry #{}", e["id"])), "statement lacks the entry id");
+        assert!(text.contains(e["hash"].as_str().unwrap()), "statement lacks the entry hash");
+        assert!(text.contains("ε = 3"), "statement lacks ε");
+        assert!(text.contains("do not cover bias from bounding"));
+    }
+    // every number carries value, stddev and interval
+    for s in r["sections"].as_array().unwrap() {
+        for row in s["result"]["rows"].as_array().unwrap() {
+            for (_, v) in row.as_object().unwrap() {
+                if v.is_object() {
+                    for k in ["value", "stddev", "ci_low", "ci_high", "confidence"] {
+                        assert!(v.get(k).is_some(), "section {} lacks {k}", s["id"]);
+                    }
+                }
+            }
+        }
+    }
+    // self-contained: no scripts, no external resources
+    assert!(!html.contains("<script"), "no scripts");
+    let external = html.matches("http").count() - html.matches("http://www.w3.org/2000/svg").count();
+    assert_eq!(external, 0, "no network references");
+    assert!(html.matches("<svg").count() >= 7, "charts are inline SVG");
+    // running the same report again replays it at no cost
+    let again = ok(&data, &["report", annual().to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert!(again.contains("replayed"), "{again}");
+    assert_eq!(json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"], "3");
+}
+
+#[test]
+fn reports_that_do_not_fit_are_refused_before_anything_runs() {
+    let (d, data) = dataset();
+    let spec = d.path().join("big.toml");
+    std::fs::write(
+        &spec,
+        r#"
+title = "too big"
+[privacy]
+epsilon = 20.0
+[[section]]
+id = "n"
+title = "n"
+chart = "headline"
+epsilon_share = 1
+sql = "SELECT COUNT(*) AS n FROM messages"
+"#,
+    )
+    .unwrap();
+    let r = run(&data, &["report", spec.to_str().unwrap(), "--out", d.path().join("o").to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("budget exhausted") && r.stderr.contains("report"), "{}", r.stderr);
+    assert!(!d.path().join("o").exists(), "nothing was written");
+    // an unreachable accuracy target is refused at planning
+    std::fs::write(
+        &spec,
+        r#"
+title = "strict"
+[privacy]
+epsilon = 0.5
+[[section]]
+id = "n"
+title = "n"
+chart = "headline"
+target = { ci_halfwidth = 0.001 }
+sql = "SELECT COUNT(*) AS n FROM messages"
+"#,
+    )
+    .unwrap();
+    let r = run(&data, &["report", spec.to_str().unwrap(), "--plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("accuracy targets"), "{}", r.stderr);
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Render index.html in headless Chromium (as a reader would), take a
+/// screenshot at phone width, and check the page loaded with its charts.
+#[test]
+fn report_renders_in_headless_chromium() {
+    let Some(chrome) = chromium() else {
+        assert!(std::env::var_os("DPQ_SKIP_BROWSER").is_some(), "chromium is not installed; .ci/run installs it (set DPQ_SKIP_BROWSER=1 to skip knowingly)");
+        return;
+    };
+    let (d, data) = dataset();
+    let out_dir = d.path().join("report");
+    ok(&data, &["report", annual().to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let url = format!("file://{}", out_dir.join("index.html").display());
+    let profile = d.path().join("chrome-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ];
+    let shot = out_dir.join("screenshot.png");
+    let o = std::process::Command::new(&chrome)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--window-size=412,4000")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "chromium failed: {}", String::from_utf8_lossy(&o.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot too small: {} bytes", png.len());
+    // the DOM after load holds every section and its chart
+    let o = std::process::Command::new(&chrome)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let dom = String::from_utf8_lossy(&o.stdout);
+    for id in ["messages_per_day", "growth", "top_emoji", "hourly", "bedtime", "video_after_dinner", "payments", "call_minutes", "privacy"] {
+        assert!(dom.contains(&format!("id=\"{id}\"")), "section {id} missing from the rendered page");
+    }
+    assert!(dom.matches("<svg").count() >= 7);
+    assert!(dom.contains("class=\"errorbar\""), "error bars drawn");
+    if let Ok(keep) = std::env::var("DPQ_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
