@@ -557,3 +557,6 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
     }
     Poisson::new(lambda).map(|d| d.sample(rng) as u64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod test;
