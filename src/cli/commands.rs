@@ -247,13 +247,21 @@ pub fn open_ledger(ds: &Dataset) -> Result<Ledger> {
 }
 
 pub async fn open_engine(ds: &Dataset, mem: Option<u64>, engine: &str) -> Result<Engine> {
-    if engine != "local" {
-        return Err(UsageError(format!(
-            "--engine {engine}: this build runs queries locally only\n  hint: build with `cargo build --release --features ballista` to run the bounded plan on a Ballista cluster"
-        ))
-        .into());
-    }
-    Ok(Engine::open(ds, mem).await?)
+    use crate::engine::session::Backend;
+    let backend = match engine {
+        "local" => Backend::Local,
+        url if url.starts_with("df://") || url == "standalone" => {
+            if !cfg!(feature = "ballista") {
+                return Err(UsageError(format!(
+                    "--engine {engine}: this build runs queries locally only\n  hint: build with `cargo build --release --features ballista` to run the bounded plan on a Ballista cluster"
+                ))
+                .into());
+            }
+            Backend::Ballista(url.to_string())
+        }
+        other => return Err(UsageError(format!("--engine {other}: use `local`, `standalone` or `df://host:port`")).into()),
+    };
+    Ok(Engine::open_on(ds, mem, backend).await?)
 }
 
 fn amount_flag(name: &str, v: &Option<String>) -> Result<Option<Amount>> {

@@ -15,7 +15,6 @@
 //! floating point is released.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type};
@@ -59,20 +58,14 @@ fn dec() -> DataType {
 /// Clamp, drop NaN, encode on the grid as BIGINT.
 fn encode(arg: Expr, lo: f64, hi: f64, grid: f64) -> Expr {
     let x = cast(arg, DataType::Float64);
-    let clamped = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
-        Arc::new(super::session::clamp_udf()),
-        vec![x.clone(), lit(lo), lit(hi)],
-    ));
+    let clamped = super::analyze::exprs::clamp_expr(x.clone(), lit(lo), lit(hi));
     let enc = cast(datafusion::functions::math::expr_fn::round(vec![clamped / lit(grid)]), DataType::Int64);
     when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(enc).expect("case builds")
 }
 
 fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
     let x = cast(arg, DataType::Float64);
-    let clamped = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
-        Arc::new(super::session::clamp_udf()),
-        vec![x.clone(), lit(dom.lo), lit(dom.hi)],
-    ));
+    let clamped = super::analyze::exprs::clamp_expr(x.clone(), lit(dom.lo), lit(dom.hi));
     let idx = if dom.integer {
         cast(datafusion::functions::math::expr_fn::round(vec![clamped - lit(dom.lo)]), DataType::Int64)
     } else {
@@ -278,9 +271,57 @@ pub struct GroupTotal {
 
 /// Execute a bounded plan. Errors carry no data.
 pub async fn execute_bounded(sessions: &Sessions, plan: &BoundedPlan) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
-    let ctx: SessionContext = sessions.bounded()?;
-    let df = ctx.execute_logical_plan(plan.plan.clone()).await.map_err(|_| EngineError::Execution)?;
-    df.execute_stream().await.map_err(|_| EngineError::Execution)
+    let ctx: SessionContext = sessions.bounded().await?;
+    let logical = match sessions.backend {
+        super::session::Backend::Local => plan.plan.clone(),
+        // a cluster receives the plan serialised: scans must name plain Parquet
+        // listing tables (the guard is this function's BoundedPlan argument)
+        super::session::Backend::Ballista(_) => unguard_scans(sessions, &plan.plan)?,
+    };
+    let df = ctx.execute_logical_plan(logical).await.map_err(|e| remote_error(sessions, e))?;
+    df.execute_stream().await.map_err(|e| remote_error(sessions, e))
+}
+
+fn remote_error(sessions: &Sessions, e: datafusion::error::DataFusionError) -> EngineError {
+    match sessions.backend {
+        super::session::Backend::Local => EngineError::Execution,
+        // connection problems carry no data; anything else is withheld as usual
+        super::session::Backend::Ballista(_) => {
+            let m = e.to_string();
+            if m.contains("onnect") || m.contains("transport") || m.contains("scheduler") {
+                EngineError::Data(format!("the Ballista cluster failed: {}", m.lines().next().unwrap_or("")))
+            } else {
+                EngineError::Execution
+            }
+        }
+    }
+}
+
+/// Rebuild every table scan over the raw provider of its table.
+fn unguard_scans(sessions: &Sessions, plan: &LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let out = plan
+        .clone()
+        .transform_up(|node| {
+            Ok(match node {
+                LogicalPlan::TableScan(ts) => match sessions.raw_provider(ts.table_name.table()) {
+                    Some(p) => {
+                        let scan = datafusion::logical_expr::TableScan::try_new(
+                            ts.table_name.clone(),
+                            datafusion::datasource::provider_as_source(p),
+                            ts.projection.clone(),
+                            ts.filters.clone(),
+                            ts.fetch,
+                        )?;
+                        Transformed::yes(LogicalPlan::TableScan(scan))
+                    }
+                    None => Transformed::no(LogicalPlan::TableScan(ts)),
+                },
+                other => Transformed::no(other),
+            })
+        })
+        .map_err(super::error::sql)?;
+    Ok(out.data)
 }
 
 /// Stream the partials of `plan`, calling `per_unit` with each person's partials

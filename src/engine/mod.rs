@@ -46,7 +46,13 @@ pub struct Engine {
 impl Engine {
     /// Open the engine over a dataset (reads manifests and public key domains).
     pub async fn open(ds: &Dataset, memory_limit: Option<u64>) -> Result<Engine> {
-        let sessions = Sessions::new(&ds.dir, &ds.config, memory_limit)?;
+        Engine::open_on(ds, memory_limit, session::Backend::Local).await
+    }
+
+    /// Open the engine with bounded plans executing on `backend`.
+    pub async fn open_on(ds: &Dataset, memory_limit: Option<u64>, backend: session::Backend) -> Result<Engine> {
+        let mut sessions = Sessions::new(&ds.dir, &ds.config, memory_limit)?;
+        sessions.backend = backend;
         let ctx = sessions.planning()?;
         let loaded: BTreeSet<String> = sessions.tables.keys().cloned().collect();
         let domains = analyze::load_public_domains(&ctx, &ds.config, &loaded).await?;

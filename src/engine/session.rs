@@ -29,12 +29,23 @@ pub struct TableInfo {
     pub providers: Arc<dyn TableProvider>,
 }
 
+/// Where bounded plans execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// In this process (DataFusion).
+    Local,
+    /// On an Apache DataFusion Ballista cluster: `df://host:port`, or
+    /// `standalone` for an in-process scheduler and executor.
+    Ballista(String),
+}
+
 /// Sessions over one dataset.
 pub struct Sessions {
     /// Tables by name: the raw (unguarded) providers.
     pub tables: BTreeMap<String, TableInfo>,
     pub config: Config,
     memory_limit: Option<u64>,
+    pub backend: Backend,
 }
 
 pub fn clamp_udf() -> ScalarUDF {
@@ -90,7 +101,7 @@ impl Sessions {
             let table = ListingTable::try_new(cfg).map_err(super::error::sql)?;
             tables.insert(name.clone(), TableInfo { manifest, providers: Arc::new(table) });
         }
-        Ok(Sessions { tables, config: config.clone(), memory_limit })
+        Ok(Sessions { tables, config: config.clone(), memory_limit, backend: Backend::Local })
     }
 
     fn context(&self, token: bool) -> Result<SessionContext> {
@@ -129,8 +140,24 @@ impl Sessions {
     }
 
     /// A session that may scan private tables; only the bounded executor uses it.
-    pub(super) fn bounded(&self) -> Result<SessionContext> {
-        self.context(true)
+    pub(super) async fn bounded(&self) -> Result<SessionContext> {
+        match &self.backend {
+            Backend::Local => self.context(true),
+            #[cfg(feature = "ballista")]
+            Backend::Ballista(url) => {
+                use ballista::prelude::SessionContextExt;
+                let ctx = if url == "standalone" { SessionContext::standalone().await } else { SessionContext::remote(url).await }
+                    .map_err(|e| EngineError::Data(format!("cannot reach the Ballista scheduler at {url}: {e}\n  hint: start it with `ballista-scheduler` and at least one `ballista-executor`, or use --engine local")))?;
+                Ok(ctx)
+            }
+            #[cfg(not(feature = "ballista"))]
+            Backend::Ballista(url) => Err(EngineError::Invalid(format!("--engine {url} needs a build with `--features ballista`"))),
+        }
+    }
+
+    /// The raw provider of a table (for rebuilding scans sent to a cluster).
+    pub(super) fn raw_provider(&self, table: &str) -> Option<Arc<dyn TableProvider>> {
+        self.tables.get(table).map(|t| t.providers.clone())
     }
 
     pub fn version(&self, table: &str) -> Option<String> {

@@ -269,6 +269,8 @@ struct Quarantine {
     out: Option<BufWriter<File>>,
     rejected: u64,
     reasons: BTreeMap<String, u64>,
+    /// Count only (fuzzing, dry runs): write nothing.
+    discard: bool,
 }
 
 impl Quarantine {
@@ -281,12 +283,16 @@ impl Quarantine {
             out: None,
             rejected: 0,
             reasons: BTreeMap::new(),
+            discard: false,
         }
     }
     fn reject(&mut self, line: u64, reason: &str, raw: serde_json::Value) -> Result<(), IngestError> {
         self.rejected += 1;
         let key = reason.split(':').next().unwrap_or(reason).to_string();
         *self.reasons.entry(key).or_default() += 1;
+        if self.discard {
+            return Ok(());
+        }
         if self.out.is_none() {
             let werr = |source| IngestError::Write { path: self.tmp.display().to_string(), source };
             fs::create_dir_all(self.tmp.parent().unwrap()).map_err(werr)?;
@@ -464,10 +470,16 @@ fn open_buffered(path: &Path) -> Result<BufReader<File>, IngestError> {
 }
 
 fn csv_reader(path: &Path) -> Result<csv::Reader<BufReader<File>>, IngestError> {
-    Ok(csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(open_buffered(path)?))
+    Ok(csv_builder().from_reader(open_buffered(path)?))
 }
 
-fn csv_header(path: &Path, rdr: &mut csv::Reader<BufReader<File>>) -> Result<Vec<String>, IngestError> {
+fn csv_builder() -> csv::ReaderBuilder {
+    let mut b = csv::ReaderBuilder::new();
+    b.has_headers(true).flexible(true);
+    b
+}
+
+fn csv_header<R: Read>(path: &Path, rdr: &mut csv::Reader<R>) -> Result<Vec<String>, IngestError> {
     let bad = |message: String| IngestError::BadFile { path: path.display().to_string(), message };
     let h = rdr.byte_headers().map_err(|e| bad(format!("cannot read the header: {e}")))?.clone();
     if h.is_empty() {
@@ -541,7 +553,18 @@ fn read_csv(
     q: &mut Quarantine,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), IngestError> {
-    let mut rdr = csv_reader(ctx.path)?;
+    read_csv_from(csv_reader(ctx.path)?, ctx, rules, schema, tx, q, bar)
+}
+
+fn read_csv_from<R: Read>(
+    mut rdr: csv::Reader<R>,
+    ctx: &FileCtx<'_>,
+    rules: &Rules,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    tx: SyncSender<RecordBatch>,
+    q: &mut Quarantine,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), IngestError> {
     let names = csv_header(ctx.path, &mut rdr)?;
     let map = column_map(ctx.path, ctx.table, &names, &rules.names)?;
     let mut builder = BatchBuilder::new(schema.clone(), &rules.types, BATCH_ROWS);
@@ -689,7 +712,18 @@ fn read_jsonl(
     q: &mut Quarantine,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), IngestError> {
-    let mut r = open_buffered(ctx.path)?;
+    read_jsonl_from(open_buffered(ctx.path)?, ctx, rules, schema, tx, q, bar)
+}
+
+fn read_jsonl_from<R: BufRead>(
+    mut r: R,
+    ctx: &FileCtx<'_>,
+    rules: &Rules,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    tx: SyncSender<RecordBatch>,
+    q: &mut Quarantine,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), IngestError> {
     let rerr = |source| IngestError::Read { path: ctx.path.display().to_string(), source };
     let mut builder = BatchBuilder::new(schema.clone(), &rules.types, BATCH_ROWS);
     let mut buf = Vec::new();
@@ -876,4 +910,26 @@ fn read_parquet(
         }
     }
     Ok(())
+}
+
+/// Parse and validate in-memory CSV or JSON Lines bytes against a schema, as
+/// `ingest` would, writing nothing: returns (kept, rejected). For fuzzing and
+/// dry runs. `unit` names the privacy-unit column, `bounded` the bounded columns.
+pub fn check_bytes(bytes: &[u8], format: FileFormat, schema: &[ColumnSpec], unit: Option<&str>, bounded: &[String]) -> Result<(u64, u64), IngestError> {
+    let path = Path::new("<memory>");
+    let ctx = FileCtx { data: path, table: "fuzz", path, unit: unit.map(|u| u.to_string()), bounded: bounded.to_vec(), progress: false };
+    let rules = Rules::new(schema, &ctx);
+    let arrow = schema::arrow_schema(schema);
+    let mut q = Quarantine::new(path, "fuzz", 0, path);
+    q.discard = true;
+    let (tx, rx) = sync_channel::<RecordBatch>(1 << 16);
+    let bar = indicatif::ProgressBar::hidden();
+    let res = match format {
+        FileFormat::Csv => read_csv_from(csv_builder().from_reader(bytes), &ctx, &rules, &arrow, tx, &mut q, &bar),
+        FileFormat::Jsonl => read_jsonl_from(bytes, &ctx, &rules, &arrow, tx, &mut q, &bar),
+        FileFormat::Parquet => return Err(IngestError::BadFile { path: "<memory>".into(), message: "parquet is not supported here".into() }),
+    };
+    res?;
+    let kept: u64 = rx.iter().map(|b| b.num_rows() as u64).sum();
+    Ok((kept, q.rejected))
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod golden;
+mod hostile;
 mod ingest;
 mod ledger;
 mod report;

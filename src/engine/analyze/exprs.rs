@@ -112,12 +112,32 @@ fn is_integer(t: &DataType) -> bool {
     t.is_integer()
 }
 
+/// `clamp(x, lo, hi)` with built-in functions only (so that plans serialise for
+/// Ballista): NULL stays NULL, NaN stays NaN (callers drop it), others are clamped.
+/// (`least`/`greatest` alone would turn NULL into a bound.)
+pub fn clamp_expr(x: Expr, lo: Expr, hi: Expr) -> Expr {
+    let xf = datafusion::logical_expr::cast(x, DataType::Float64);
+    when(xf.clone().is_null(), lit(ScalarValue::Float64(None)))
+        .when(datafusion::functions::math::expr_fn::isnan(xf.clone()), xf.clone())
+        .otherwise(datafusion::functions::expr_fn::least(vec![
+            datafusion::functions::expr_fn::greatest(vec![xf, datafusion::logical_expr::cast(lo, DataType::Float64)]),
+            datafusion::logical_expr::cast(hi, DataType::Float64),
+        ]))
+        .expect("CASE builds")
+}
+
 /// Make an allowed expression total: casts become TRY_CAST (NULL on failure),
-/// divisions and modulo by zero (and the i64::MIN / −1 overflow) become NULL.
+/// divisions and modulo by zero (and the i64::MIN / −1 overflow) become NULL;
+/// `clamp` becomes built-in functions.
 pub fn make_total(e: Expr, schema: &DFSchema) -> Result<Expr> {
     let out = e
         .transform_up(|node| {
             Ok(match node {
+                Expr::ScalarFunction(f) if f.func.name() == "clamp" && f.args.len() == 3 => {
+                    let mut a = f.args.into_iter();
+                    let (x, lo, hi) = (a.next().unwrap(), a.next().unwrap(), a.next().unwrap());
+                    Transformed::yes(clamp_expr(x, lo, hi))
+                }
                 Expr::Cast(Cast { expr, field }) => Transformed::yes(Expr::TryCast(TryCast { expr, field })),
                 Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Divide | Operator::Modulo), right }) => {
                     let ty = left.get_type(schema).unwrap_or(DataType::Null);
