@@ -306,13 +306,14 @@ fn unguard_scans(sessions: &Sessions, plan: &LogicalPlan) -> Result<LogicalPlan>
             Ok(match node {
                 LogicalPlan::TableScan(ts) => match sessions.raw_provider(ts.table_name.table()) {
                     Some(p) => {
-                        let scan = datafusion::logical_expr::TableScan::try_new(
+                        let scan = datafusion::logical_expr::logical_plan::TableScanBuilder::new(
                             ts.table_name.clone(),
                             datafusion::datasource::provider_as_source(p),
-                            ts.projection.clone(),
-                            ts.filters.clone(),
-                            ts.fetch,
-                        )?;
+                        )
+                        .with_projection(ts.projection.clone())
+                        .with_filters(ts.filters.clone())
+                        .with_fetch(ts.fetch)
+                        .build()?;
                         Transformed::yes(LogicalPlan::TableScan(scan))
                     }
                     None => Transformed::no(LogicalPlan::TableScan(ts)),

@@ -1,0 +1,240 @@
+//! End-to-end benchmark: the same question answered by
+//!   (a) the plain, non-private DataFusion query,
+//!   (b) the same bounding written by hand in DataFusion SQL (per-person
+//!       aggregation, a window over a random order to pick groups, clamping),
+//!   (c) dpq (analysis, bounded plan, per-person bounding, noise, release),
+//! each in a fresh child process (peak RSS from wait4), median of 3 runs.
+//!
+//! Run: `cargo bench --bench e2e -- --events 10000000` (and 100000000).
+//! Data is generated and ingested once under target/dpq-bench/<events>/.
+//! Options: --events N, --runs R, --memory-limit 3GiB, --only a|b|c.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use dpq::dataset::Dataset;
+use dpq::engine::Engine;
+use dpq::generate::{FileFormat, GenerateOptions};
+use dpq::ingest::IngestOptions;
+
+struct Q {
+    name: &'static str,
+    plain: &'static str,
+    by_hand: &'static str,
+    dp: &'static str,
+}
+
+const QUERIES: &[Q] = &[
+    Q {
+        name: "events per emoji",
+        plain: "SELECT emoji, COUNT(*) FROM messages WHERE emoji IS NOT NULL GROUP BY emoji",
+        by_hand: "WITH pu AS (SELECT user_id, emoji, COUNT(*) AS c FROM messages WHERE emoji IS NOT NULL GROUP BY user_id, emoji), \
+                  r AS (SELECT emoji, LEAST(c, 20) AS c, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY random()) AS rn FROM pu) \
+                  SELECT emoji, SUM(c) FROM r WHERE rn <= 4 GROUP BY emoji",
+        dp: "SELECT emoji, COUNT(*) FROM messages WHERE emoji IS NOT NULL GROUP BY emoji",
+    },
+    Q {
+        name: "events per hour x cohort",
+        plain: "SELECT u.age_group, date_part('hour', m.ts) AS h, COUNT(*) FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group, h",
+        by_hand: "WITH pu AS (SELECT m.user_id, u.age_group, date_part('hour', m.ts) AS h, COUNT(*) AS c FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group, h), \
+                  r AS (SELECT age_group, h, LEAST(c, 20) AS c, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY random()) AS rn FROM pu) \
+                  SELECT age_group, h, SUM(c) FROM r WHERE rn <= 4 GROUP BY age_group, h",
+        dp: "SELECT u.age_group, date_part('hour', m.ts) AS h, COUNT(*) FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group, h",
+    },
+    Q {
+        name: "per-person median length",
+        plain: "SELECT age_group, MEDIAN(med) FROM (SELECT m.user_id, u.age_group, MEDIAN(m.length) AS med FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
+        by_hand: "SELECT age_group, MEDIAN(LEAST(GREATEST(med, 0), 2000)) FROM (SELECT m.user_id, u.age_group, MEDIAN(m.length) AS med FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
+        dp: "SELECT age_group, MEDIAN(med) FROM (SELECT m.user_id, u.age_group, MEDIAN(m.length) AS med FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
+    },
+];
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1).cloned())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+/// Generate and ingest a dataset of about `events` events (once).
+fn dataset(events: u64) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dpq-bench").join(events.to_string());
+    let data = root.join("data");
+    if data.join("tables/messages/manifest.json").exists() {
+        return data;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let ds = Dataset::init(&data).unwrap();
+    // ~2.3 events per person-day at messages_per_day = 1, 365 days
+    let users = (events as f64 / (365.0 * 2.35)).ceil() as u64;
+    let logs = root.join("logs");
+    let t0 = Instant::now();
+    let g = dpq::generate::generate(&GenerateOptions {
+        users,
+        days: 365,
+        out: logs.clone(),
+        seed: 1,
+        format: FileFormat::Parquet,
+        messages_per_day: 1.0,
+        progress: true,
+        ..Default::default()
+    })
+    .unwrap();
+    eprintln!("generated {} events for {users} people in {:.1}s", g.events(), t0.elapsed().as_secs_f64());
+    for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
+        let o = IngestOptions { table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: true };
+        let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
+        eprintln!("ingested {t}: {} rows ({:.0} rows/s)", s.kept, s.rows_per_second());
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+    data
+}
+
+/// Child: run one variant once, print its seconds.
+fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
+    let query = &QUERIES[q];
+    let secs = rt().block_on(async {
+        match variant {
+            "a" | "b" => {
+                let mut cfg = datafusion::prelude::SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+                cfg = cfg.with_information_schema(false);
+                let mut rtb = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+                if let Some(m) = mem {
+                    rtb = rtb.with_memory_pool(std::sync::Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(m as usize)));
+                }
+                let ctx = datafusion::prelude::SessionContext::new_with_config_rt(cfg, rtb.build_arc().unwrap());
+                for t in ["messages", "users"] {
+                    ctx.register_parquet(t, data.join("tables").join(t).to_str().unwrap(), datafusion::prelude::ParquetReadOptions::default()).await.unwrap();
+                }
+                let t0 = Instant::now();
+                let sql = if variant == "a" { query.plain } else { query.by_hand };
+                let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                std::hint::black_box(b);
+                t0.elapsed().as_secs_f64()
+            }
+            _ => {
+                let ds = Dataset::open(data).unwrap();
+                let t0 = Instant::now();
+                let engine = Engine::open(&ds, mem).await.unwrap();
+                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, false);
+                let prepared = engine.prepare(query.dp, &p).await.unwrap();
+                let dpq::engine::Prepared::Dp { query, cal, .. } = prepared else { panic!("not DP") };
+                let r = engine.compute(&query, &cal, [9; 32]).await.unwrap();
+                std::hint::black_box(r);
+                t0.elapsed().as_secs_f64()
+            }
+        }
+    });
+    println!("{secs}");
+}
+
+/// Run a child; returns (seconds, peak RSS in MiB).
+fn measure(variant: &str, q: usize, data: &Path, mem: Option<&str>) -> (f64, f64) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--child", variant, "--query", &q.to_string(), "--data", data.to_str().unwrap()]);
+    if let Some(m) = mem {
+        cmd.args(["--memory-limit", m]);
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let mut out = String::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let secs: f64 = out.trim().lines().last().unwrap_or("nan").parse().unwrap_or(f64::NAN);
+    (secs, ru.ru_maxrss as f64 / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    if let Some(variant) = arg("--child") {
+        let q: usize = arg("--query").unwrap().parse().unwrap();
+        let mem = arg("--memory-limit").map(|m| dpq::config::parse_bytes(&m).unwrap());
+        child(&variant, q, Path::new(&arg("--data").unwrap()), mem);
+        return;
+    }
+    if std::env::args().any(|a| a == "--bench") && arg("--events").is_none() && std::env::var_os("DPQ_BENCH_EVENTS").is_none() {
+        // `cargo bench` without options: run the small default
+    }
+    let events: u64 = arg("--events").or_else(|| std::env::var("DPQ_BENCH_EVENTS").ok()).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(3);
+    let mem = arg("--memory-limit");
+    let only = arg("--only");
+    let data = dataset(events);
+    let rows = dpq::ingest::manifest::Manifest::load(&data, "messages").unwrap().unwrap().rows();
+    println!("\ndpq end-to-end benchmark: {rows} messages, {} cores, memory limit {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), mem.clone().unwrap_or("none".into()));
+    println!("{:<26} {:>9} {:>9} {:>9} {:>7} {:>7} {:>22} {:>12}", "question", "(a) s", "(b) s", "(c) s", "c/a", "c/b", "peak RSS a/b/c MiB", "(c) rows/s");
+    for (qi, q) in QUERIES.iter().enumerate() {
+        let mut res = Vec::new();
+        for v in ["a", "b", "c"] {
+            if only.as_deref().is_some_and(|o| o != v) {
+                res.push((f64::NAN, f64::NAN));
+                continue;
+            }
+            let ms: Vec<(f64, f64)> = (0..runs).map(|_| measure(v, qi, &data, mem.as_deref())).collect();
+            res.push((median(ms.iter().map(|m| m.0).collect()), ms.iter().map(|m| m.1).fold(0.0, f64::max)));
+        }
+        println!(
+            "{:<26} {:>9.2} {:>9.2} {:>9.2} {:>7.2} {:>7.2} {:>22} {:>12.0}",
+            q.name,
+            res[0].0,
+            res[1].0,
+            res[2].0,
+            res[2].0 / res[0].0,
+            res[2].0 / res[1].0,
+            format!("{:.0}/{:.0}/{:.0}", res[0].1, res[1].1, res[2].1),
+            rows as f64 / res[2].0
+        );
+    }
+    // start-up to first byte of the CLI on a small dataset
+    let small = dataset_small();
+    let bin = env!("CARGO_BIN_EXE_dpq");
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let o = Command::new(bin).args(["--data", small.to_str().unwrap(), "query", "SELECT COUNT(*) FROM calls", "--format", "json"]).output().unwrap();
+        assert!(o.status.success());
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!("\ndpq start-up to answer (small dataset, replayed query, incl. process start): {:.0} ms (median of 5)", median(times));
+    // ingest throughput from CSV
+    let (rows, secs) = ingest_csv_throughput();
+    println!("ingest from CSV: {rows} rows in {secs:.2}s = {:.0} rows/s", rows as f64 / secs);
+}
+
+fn dataset_small() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dpq-bench/small");
+    let data = root.join("data");
+    if !data.join("tables/calls/manifest.json").exists() {
+        let _ = std::fs::remove_dir_all(&root);
+        let ds = Dataset::init(&data).unwrap();
+        let logs = root.join("logs");
+        dpq::generate::generate(&GenerateOptions { users: 200, days: 30, out: logs.clone(), format: FileFormat::Parquet, ..Default::default() }).unwrap();
+        for t in ["emoji_catalog", "users", "calls"] {
+            let o = IngestOptions { table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
+            dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
+        }
+    }
+    data
+}
+
+fn ingest_csv_throughput() -> (u64, f64) {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let ds = Dataset::init(&data).unwrap();
+    let logs = d.path().join("logs");
+    dpq::generate::generate(&GenerateOptions { users: 1500, days: 365, out: logs.clone(), format: FileFormat::Csv, messages_per_day: 1.0, ..Default::default() }).unwrap();
+    let t0 = Instant::now();
+    let o = IngestOptions { table: "messages".into(), files: vec![logs.join("messages.csv")], force: false, format: None, progress: false };
+    let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
+    (s.kept, t0.elapsed().as_secs_f64())
+}
