@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench e2e -- --events 10000000` (and 100000000).
 //! Data is generated and ingested once under target/dpq-bench/<events>/.
 //! Options: --events N, --runs R, --memory-limit 3GiB, --only a|b|c.
+//! `--accuracy` instead compares, for the histogram questions, the error of
+//! dpq's released answers against the true (unbounded, noiseless) answer with
+//! the configured bounds and with `--auto-bounds`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -165,6 +168,11 @@ fn main() {
     if std::env::args().any(|a| a == "--bench") && arg("--events").is_none() && std::env::var_os("DPQ_BENCH_EVENTS").is_none() {
         // `cargo bench` without options: run the small default
     }
+    if std::env::args().any(|a| a == "--accuracy") {
+        let events: u64 = arg("--events").and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+        accuracy(&dataset(events));
+        return;
+    }
     let events: u64 = arg("--events").or_else(|| std::env::var("DPQ_BENCH_EVENTS").ok()).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(3);
     let mem = arg("--memory-limit");
@@ -237,4 +245,89 @@ fn ingest_csv_throughput() -> (u64, f64) {
     let o = IngestOptions { table: "messages".into(), files: vec![logs.join("messages.csv")], force: false, format: None, progress: false };
     let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     (s.kept, t0.elapsed().as_secs_f64())
+}
+
+/// Cell key (non-noisy columns) → value, normalising numbers so that `7` and `7.0` agree.
+fn keyed(cols: &[String], rows: Vec<Vec<String>>, value_col: usize) -> std::collections::HashMap<String, f64> {
+    let norm = |s: &str| s.parse::<f64>().map(|f| format!("{f}")).unwrap_or_else(|_| s.to_string());
+    rows.into_iter()
+        .map(|r| {
+            let key: Vec<String> = (0..cols.len()).filter(|&i| i != value_col).map(|i| norm(&r[i])).collect();
+            (key.join("|"), r[value_col].parse::<f64>().unwrap_or(0.0))
+        })
+        .collect()
+}
+
+/// Error of dpq's released histograms against the true answer: fixed bounds vs `--auto-bounds`.
+fn accuracy(data: &Path) {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let rows = dpq::ingest::manifest::Manifest::load(data, "messages").unwrap().unwrap().rows();
+    println!("\naccuracy against the true answer: {rows} messages, ε = 1 per query, 5 releases each");
+    println!("{:<26} {:<12} {:>8} {:>14} {:>14} {:>14}", "question", "bounds", "cells", "median |err|", "mean |err|", "mean rel err");
+    let rt = rt();
+    rt.block_on(async {
+        let ds = Dataset::open(data).unwrap();
+        let engine = Engine::open(&ds, None).await.unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        for t in ["messages", "users"] {
+            ctx.register_parquet(t, data.join("tables").join(t).to_str().unwrap(), datafusion::prelude::ParquetReadOptions::default()).await.unwrap();
+        }
+        for q in &QUERIES[..2] {
+            let batches = ctx.sql(q.plain).await.unwrap().collect().await.unwrap();
+            let ncols = batches[0].num_columns();
+            let mut trows = Vec::new();
+            for b in &batches {
+                for r in 0..b.num_rows() {
+                    trows.push((0..ncols).map(|c| array_value_to_string(b.column(c), r).unwrap()).collect::<Vec<_>>());
+                }
+            }
+            let tcols: Vec<String> = (0..ncols).map(|i| i.to_string()).collect();
+            let truth = keyed(&tcols, trows, ncols - 1);
+            for auto in [false, true] {
+                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, auto);
+                let dpq::engine::Prepared::Dp { query, cal, .. } = engine.prepare(q.dp, &p).await.unwrap() else { panic!("not DP") };
+                let mut errs = Vec::new();
+                let mut rels = Vec::new();
+                for seed in 0..5u8 {
+                    let r = engine.compute(&query, &cal, [seed; 32]).await.unwrap();
+                    let cols: Vec<String> = r.columns.iter().map(|c| c.name.clone()).collect();
+                    let vi = r.columns.iter().position(|c| c.noisy).unwrap();
+                    let rows: Vec<Vec<String>> = r
+                        .rows
+                        .iter()
+                        .map(|row| {
+                            cols.iter()
+                                .map(|c| match &row[c] {
+                                    serde_json::Value::Object(o) => o["value"].to_string(),
+                                    serde_json::Value::String(s) => s.clone(),
+                                    serde_json::Value::Null => String::new(),
+                                    v => v.to_string(),
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let got = keyed(&cols, rows, vi);
+                    for (k, t) in &truth {
+                        let g = got.get(k).copied().unwrap_or(0.0);
+                        errs.push((g - t).abs());
+                        if *t > 0.0 {
+                            rels.push((g - t).abs() / t);
+                        }
+                    }
+                }
+                let cells = truth.len();
+                let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+                let rel = rels.iter().sum::<f64>() / rels.len().max(1) as f64;
+                println!(
+                    "{:<26} {:<12} {:>8} {:>14.0} {:>14.0} {:>13.1}%",
+                    q.name,
+                    if auto { "--auto-bounds" } else { "dpq.toml" },
+                    cells,
+                    median(errs.clone()),
+                    mean,
+                    rel * 100.0
+                );
+            }
+        }
+    });
 }

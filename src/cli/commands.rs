@@ -220,6 +220,7 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
         let r = r?;
         crate::report::write(&r, &report_dir)?;
         let index = std::fs::canonicalize(report_dir.join("index.html"))?;
+        print_highlights(&r);
         println!();
         println!("report: {}", index.display());
         println!(
@@ -233,6 +234,28 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
         println!("try:     dpq --data {} query \"SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind\"", data.display());
         Ok(())
     })
+}
+
+/// A few of the report's released figures, with their error bars, on the terminal.
+fn print_highlights(r: &crate::report::ReportResult) {
+    const SHOWN: [&str; 4] = ["messages_per_day", "bedtime", "video_after_dinner", "top_emoji"];
+    for s in r.sections.iter().filter(|s| SHOWN.contains(&s.id.as_str())) {
+        println!();
+        println!("{} (ε={}):", s.title, s.epsilon);
+        let headers: Vec<String> = s.result.columns.iter().map(|c| c.name.clone()).collect();
+        let rows: Vec<Vec<String>> = s
+            .result
+            .rows
+            .iter()
+            .take(10)
+            .map(|row| s.result.columns.iter().map(|c| super::output::cell_text(row.get(&c.name).unwrap_or(&serde_json::Value::Null))).collect())
+            .collect();
+        print!("{}", super::output::table(&headers, &rows));
+        for d in &s.derived {
+            println!("{}: {} ({:.0}% CI {} – {})", d.label, super::output::fmt_f(d.value), d.confidence * 100.0, super::output::fmt_f(d.ci_low), super::output::fmt_f(d.ci_high));
+        }
+    }
+    println!("(intervals: {:.0}% confidence, noise only)", r.privacy.confidence * 100.0);
 }
 
 /// The annual report spec, embedded so that `dpq demo` works from any directory.

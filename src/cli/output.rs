@@ -37,7 +37,7 @@ pub fn fmt_f(f: f64) -> String {
     }
 }
 
-fn cell_text(v: &Value) -> String {
+pub fn cell_text(v: &Value) -> String {
     match v {
         Value::Object(o) if o.contains_key("ci_low") => {
             let lo = o["ci_low"].as_f64().unwrap_or(f64::NAN);
