@@ -102,7 +102,8 @@ fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
     let secs = rt().block_on(async {
         match variant {
             "a" | "b" => {
-                let mut cfg = datafusion::prelude::SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+                let mut cfg =
+                    datafusion::prelude::SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
                 cfg = cfg.with_information_schema(false);
                 let mut rtb = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
                 if let Some(m) = mem {
@@ -179,7 +180,11 @@ fn main() {
     let only = arg("--only");
     let data = dataset(events);
     let rows = dpq::ingest::manifest::Manifest::load(&data, "messages").unwrap().unwrap().rows();
-    println!("\ndpq end-to-end benchmark: {rows} messages, {} cores, memory limit {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), mem.clone().unwrap_or("none".into()));
+    println!(
+        "\ndpq end-to-end benchmark: {rows} messages, {} cores, memory limit {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        mem.clone().unwrap_or("none".into())
+    );
     println!("{:<26} {:>9} {:>9} {:>9} {:>7} {:>7} {:>22} {:>12}", "question", "(a) s", "(b) s", "(c) s", "c/a", "c/b", "peak RSS a/b/c MiB", "(c) rows/s");
     for (qi, q) in QUERIES.iter().enumerate() {
         let mut res = Vec::new();
@@ -240,7 +245,15 @@ fn ingest_csv_throughput() -> (u64, f64) {
     let data = d.path().join("data");
     let ds = Dataset::init(&data).unwrap();
     let logs = d.path().join("logs");
-    dpq::generate::generate(&GenerateOptions { users: 1500, days: 365, out: logs.clone(), format: FileFormat::Csv, messages_per_day: 1.0, ..Default::default() }).unwrap();
+    dpq::generate::generate(&GenerateOptions {
+        users: 1500,
+        days: 365,
+        out: logs.clone(),
+        format: FileFormat::Csv,
+        messages_per_day: 1.0,
+        ..Default::default()
+    })
+    .unwrap();
     let t0 = Instant::now();
     let o = IngestOptions { table: "messages".into(), files: vec![logs.join("messages.csv")], force: false, format: None, progress: false };
     let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();

@@ -5,13 +5,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::{Args, Command, OutputFormat, PrivacyArgs, UsageError, output};
+use crate::dataset::Dataset;
 use crate::engine::Engine;
 use crate::engine::plan::QueryParams;
-use crate::ledger::Ledger;
-use crate::privacy::amount::Amount;
-use crate::dataset::Dataset;
 use crate::generate::{self, FileFormat, GenerateOptions};
 use crate::ingest::{self, IngestOptions};
+use crate::ledger::Ledger;
+use crate::privacy::amount::Amount;
 
 pub fn run(args: Args) -> Result<()> {
     let data = args.data.clone();
@@ -24,16 +24,7 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Generate { users, days, out, seed, format, start, messages_per_day } => {
-            let opts = GenerateOptions {
-                users,
-                days,
-                out: out.clone(),
-                seed,
-                format,
-                start,
-                messages_per_day,
-                progress: super::progress::wanted(),
-            };
+            let opts = GenerateOptions { users, days, out: out.clone(), seed, format, start, messages_per_day, progress: super::progress::wanted() };
             let s = generate::generate(&opts)?;
             println!(
                 "generated {} people, {} messages, {} calls, {} payments, {} emoji in {:.1}s ({:.0} events/s)",
@@ -156,12 +147,7 @@ fn print_ingest(s: &ingest::IngestSummary) {
             println!("  {n} × {reason}");
         }
     }
-    println!(
-        "table `{}` now holds {} rows ({:.0} rows/s)",
-        s.table,
-        s.table_rows,
-        s.rows_per_second()
-    );
+    println!("table `{}` now holds {} rows ({:.0} rows/s)", s.table, s.table_rows, s.rows_per_second());
 }
 
 const DEMO_TABLES: [&str; 5] = ["emoji_catalog", "users", "messages", "calls", "payments"];
@@ -190,13 +176,7 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
         println!("2/3 ingesting…");
         for t in DEMO_TABLES {
             let file = logs.join(format!("{t}.parquet"));
-            let opts = IngestOptions {
-                table: t.to_string(),
-                files: vec![file],
-                force: false,
-                format: None,
-                progress: super::progress::wanted(),
-            };
+            let opts = IngestOptions { table: t.to_string(), files: vec![file], force: false, format: None, progress: super::progress::wanted() };
             let s = ingest::ingest(&ds.dir, &ds.config, &opts).with_context(|| format!("ingesting {t}"))?;
             println!("    {t}: {} rows", s.table_rows);
         }
@@ -252,7 +232,14 @@ fn print_highlights(r: &crate::report::ReportResult) {
             .collect();
         print!("{}", super::output::table(&headers, &rows));
         for d in &s.derived {
-            println!("{}: {} ({:.0}% CI {} – {})", d.label, super::output::fmt_f(d.value), d.confidence * 100.0, super::output::fmt_f(d.ci_low), super::output::fmt_f(d.ci_high));
+            println!(
+                "{}: {} ({:.0}% CI {} – {})",
+                d.label,
+                super::output::fmt_f(d.value),
+                d.confidence * 100.0,
+                super::output::fmt_f(d.ci_low),
+                super::output::fmt_f(d.ci_high)
+            );
         }
     }
     println!("(intervals: {:.0}% confidence, noise only)", r.privacy.confidence * 100.0);

@@ -2,9 +2,9 @@
 //! library. Output formatting for people lives here; the work lives in the
 //! library modules.
 
-pub mod progress;
 mod commands;
 pub mod output;
+pub mod progress;
 
 use std::path::PathBuf;
 
@@ -54,9 +54,7 @@ pub enum Command {
         messages_per_day: f64,
     },
     /// Create a dataset directory with a commented dpq.toml.
-    Init {
-        dir: PathBuf,
-    },
+    Init { dir: PathBuf },
     /// Generate synthetic event logs of a messaging app.
     Generate {
         #[arg(long)]

@@ -79,11 +79,15 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
                     let v = row.get(&c.name).cloned().unwrap_or(Value::Null);
                     if c.noisy {
                         for k in ["value", "stddev", "ci_low", "ci_high"] {
-                            rec.push(v.get(k).map(|x| match x {
-                                Value::Null => String::new(),
-                                Value::String(s) => s.clone(),
-                                other => other.to_string(),
-                            }).unwrap_or_default());
+                            rec.push(
+                                v.get(k)
+                                    .map(|x| match x {
+                                        Value::Null => String::new(),
+                                        Value::String(s) => s.clone(),
+                                        other => other.to_string(),
+                                    })
+                                    .unwrap_or_default(),
+                            );
                         }
                     } else {
                         rec.push(match v {
@@ -99,7 +103,8 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
         }
         OutputFormat::Table => {
             let headers: Vec<String> = r.columns.iter().map(|c| c.name.clone()).collect();
-            let rows: Vec<Vec<String>> = r.rows.iter().map(|row| r.columns.iter().map(|c| cell_text(row.get(&c.name).unwrap_or(&Value::Null))).collect()).collect();
+            let rows: Vec<Vec<String>> =
+                r.rows.iter().map(|row| r.columns.iter().map(|c| cell_text(row.get(&c.name).unwrap_or(&Value::Null))).collect()).collect();
             let mut s = table(&headers, &rows);
             if let Some(p) = &r.privacy {
                 s.push_str(&format!(

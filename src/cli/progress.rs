@@ -24,9 +24,7 @@ pub fn bytes_bar(show: bool, len: u64, msg: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})").unwrap().progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})").unwrap().progress_chars("=> "));
     pb.set_message(msg.to_string());
     pb
 }

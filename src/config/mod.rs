@@ -16,9 +16,7 @@ pub const CONFIG_FILE: &str = "dpq.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "no dataset at {dir}: {file} is missing\n  hint: create one with `dpq init {dir}`, or point --data at an existing dataset directory"
-    )]
+    #[error("no dataset at {dir}: {file} is missing\n  hint: create one with `dpq init {dir}`, or point --data at an existing dataset directory")]
     Missing { dir: String, file: String },
     #[error("cannot read {file}: {source}")]
     Io { file: String, source: std::io::Error },
@@ -197,42 +195,23 @@ impl Config {
     pub fn load_dir(dir: &Path) -> Result<Config, ConfigError> {
         let file = dir.join(CONFIG_FILE);
         if !file.exists() {
-            return Err(ConfigError::Missing {
-                dir: dir.display().to_string(),
-                file: CONFIG_FILE.to_string(),
-            });
+            return Err(ConfigError::Missing { dir: dir.display().to_string(), file: CONFIG_FILE.to_string() });
         }
-        let text = std::fs::read_to_string(&file)
-            .map_err(|source| ConfigError::Io { file: file.display().to_string(), source })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io { file: file.display().to_string(), source })?;
         Config::parse(&text, &file)
     }
 
     /// Parse and validate configuration text; `file` is used in messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let fname = file.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: fname.clone(),
-            message: describe_toml_error(&e),
-        })?;
-        let invalid = |key: &str, problem: String, fix: &str| ConfigError::Invalid {
-            file: fname.clone(),
-            key: key.to_string(),
-            problem,
-            fix: fix.to_string(),
-        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { file: fname.clone(), message: describe_toml_error(&e) })?;
+        let invalid = |key: &str, problem: String, fix: &str| ConfigError::Invalid { file: fname.clone(), key: key.to_string(), problem, fix: fix.to_string() };
 
-        let rb = raw.budget.ok_or_else(|| {
-            invalid("budget", "is missing".into(), "add a [budget] table with epsilon = 10.0 and delta = 1e-6")
-        })?;
-        let budget_eps = amount(&rb.epsilon, "budget.epsilon", &fname)?.ok_or_else(|| {
-            invalid("budget.epsilon", "is missing".into(), "set the dataset's lifetime total, e.g. epsilon = 10.0")
-        })?;
+        let rb = raw.budget.ok_or_else(|| invalid("budget", "is missing".into(), "add a [budget] table with epsilon = 10.0 and delta = 1e-6"))?;
+        let budget_eps = amount(&rb.epsilon, "budget.epsilon", &fname)?
+            .ok_or_else(|| invalid("budget.epsilon", "is missing".into(), "set the dataset's lifetime total, e.g. epsilon = 10.0"))?;
         if budget_eps.is_zero() {
-            return Err(invalid(
-                "budget.epsilon",
-                "must be > 0 (got 0)".into(),
-                "set a positive lifetime total, e.g. epsilon = 10.0",
-            ));
+            return Err(invalid("budget.epsilon", "must be > 0 (got 0)".into(), "set a positive lifetime total, e.g. epsilon = 10.0"));
         }
         let budget_delta = amount(&rb.delta, "budget.delta", &fname)?.unwrap_or(Amount::ZERO);
         if budget_delta >= Amount::ONE {
@@ -257,19 +236,11 @@ impl Config {
         });
         let def_eps = amount(&rd.epsilon, "defaults.epsilon", &fname)?.unwrap_or_else(|| "0.5".parse().unwrap());
         if def_eps.is_zero() {
-            return Err(invalid(
-                "defaults.epsilon",
-                "must be > 0 (got 0)".into(),
-                "set the per-query default, e.g. epsilon = 0.5",
-            ));
+            return Err(invalid("defaults.epsilon", "must be > 0 (got 0)".into(), "set the per-query default, e.g. epsilon = 0.5"));
         }
         let def_delta = amount(&rd.delta, "defaults.delta", &fname)?.unwrap_or(Amount::ZERO);
         if def_delta >= Amount::ONE {
-            return Err(invalid(
-                "defaults.delta",
-                format!("must be in [0, 1) (got {def_delta})"),
-                "use a small value such as delta = 1e-8, or 0",
-            ));
+            return Err(invalid("defaults.delta", format!("must be in [0, 1) (got {def_delta})"), "use a small value such as delta = 1e-8, or 0"));
         }
         let positive = |v: Option<i64>, key: &str, default: u64| -> Result<u64, ConfigError> {
             match v {
@@ -280,11 +251,7 @@ impl Config {
         };
         let confidence = rd.confidence.unwrap_or(0.95);
         if !(confidence > 0.0 && confidence < 1.0) {
-            return Err(invalid(
-                "defaults.confidence",
-                format!("must be strictly between 0 and 1 (got {confidence})"),
-                "use e.g. confidence = 0.95",
-            ));
+            return Err(invalid("defaults.confidence", format!("must be strictly between 0 and 1 (got {confidence})"), "use e.g. confidence = 0.95"));
         }
         let auto_bounds_share = rd.auto_bounds_share.unwrap_or(0.1);
         if !(auto_bounds_share > 0.0 && auto_bounds_share < 1.0) {
@@ -314,11 +281,7 @@ impl Config {
         for (name, rt) in raw.tables {
             let tkey = format!("tables.{name}");
             if !is_identifier(&name) {
-                return Err(invalid(
-                    &tkey,
-                    "is not a valid table name".into(),
-                    "use lowercase letters, digits and underscores, starting with a letter",
-                ));
+                return Err(invalid(&tkey, "is not a valid table name".into(), "use lowercase letters, digits and underscores, starting with a letter"));
             }
             if rt.public && rt.privacy_unit.is_some() {
                 return Err(invalid(
@@ -357,11 +320,7 @@ impl Config {
                         let (lo, hi) = match (num(&v[0]), num(&v[1])) {
                             (Some(a), Some(b)) => (a, b),
                             _ => {
-                                return Err(invalid(
-                                    &format!("{ckey}.bounds"),
-                                    "must contain numbers".into(),
-                                    "write bounds = [0, 2000]",
-                                ));
+                                return Err(invalid(&format!("{ckey}.bounds"), "must contain numbers".into(), "write bounds = [0, 2000]"));
                             }
                         };
                         if !lo.is_finite() || !hi.is_finite() {
@@ -372,11 +331,7 @@ impl Config {
                             ));
                         }
                         if lo > hi {
-                            return Err(invalid(
-                                &format!("{ckey}.bounds"),
-                                format!("has lo > hi ({lo} > {hi})"),
-                                &format!("swap them: bounds = [{hi}, {lo}]"),
-                            ));
+                            return Err(invalid(&format!("{ckey}.bounds"), format!("has lo > hi ({lo} > {hi})"), &format!("swap them: bounds = [{hi}, {lo}]")));
                         }
                         Some((lo, hi))
                     }
@@ -385,11 +340,7 @@ impl Config {
                     None => None,
                     Some(RawDomain { values: Some(vals), table: None, column: None }) => {
                         if vals.is_empty() {
-                            return Err(invalid(
-                                &format!("{ckey}.domain"),
-                                "has an empty list of values".into(),
-                                "list every value the column may take",
-                            ));
+                            return Err(invalid(&format!("{ckey}.domain"), "has an empty list of values".into(), "list every value the column may take"));
                         }
                         let mut out = Vec::new();
                         for v in vals {
@@ -423,10 +374,7 @@ impl Config {
                 };
                 columns.insert(cname, ColumnConfig { bounds, domain });
             }
-            tables.insert(
-                name,
-                TableConfig { public: rt.public, privacy_unit: rt.privacy_unit, one_row_per_unit: rt.one_row_per_unit, columns },
-            );
+            tables.insert(name, TableConfig { public: rt.public, privacy_unit: rt.privacy_unit, one_row_per_unit: rt.one_row_per_unit, columns });
         }
         // cross-table checks: domains must point at declared public tables
         for (name, t) in &tables {
@@ -456,12 +404,7 @@ impl Config {
                 }
             }
         }
-        Ok(Config {
-            file: file.to_path_buf(),
-            budget: Budget { epsilon: budget_eps, delta: budget_delta },
-            defaults,
-            tables,
-        })
+        Ok(Config { file: file.to_path_buf(), budget: Budget { epsilon: budget_eps, delta: budget_delta }, defaults, tables })
     }
 
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
@@ -512,8 +455,7 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
 
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_') && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Parse "512MiB", "2GiB", "1.5G", "1000000" into bytes.
@@ -640,9 +582,7 @@ mod tests {
         assert!(e.contains("budget.delta") && e.contains("[0, 1)"), "{e}");
         let e = err_text("[budget]\nepsilon = 1\ndelta = -0.1\n");
         assert!(e.contains("budget.delta"), "{e}");
-        let e = err_text(
-            "[budget]\nepsilon = 1\n[tables.t]\nprivacy_unit='u'\n[tables.t.columns.x]\ndomain={table='nope', column='c'}\n",
-        );
+        let e = err_text("[budget]\nepsilon = 1\n[tables.t]\nprivacy_unit='u'\n[tables.t.columns.x]\ndomain={table='nope', column='c'}\n");
         assert!(e.contains("nope") && e.contains("not declared"), "{e}");
         let e = err_text("[defaults]\nepsilon=1\n");
         assert!(e.contains("budget"), "{e}");

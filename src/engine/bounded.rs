@@ -71,10 +71,7 @@ fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
     } else {
         let w = (dom.hi - dom.lo) / dom.bins as f64;
         let raw = if w > 0.0 { datafusion::functions::math::expr_fn::floor((clamped - lit(dom.lo)) / lit(w)) } else { lit(0.0) };
-        cast(
-            datafusion::functions::expr_fn::least(vec![raw, lit((dom.bins - 1) as f64)]),
-            DataType::Int64,
-        )
+        cast(datafusion::functions::expr_fn::least(vec![raw, lit((dom.bins - 1) as f64)]), DataType::Int64)
     };
     when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(idx).expect("case builds")
 }
@@ -243,7 +240,8 @@ impl Groups {
         if self.domain_complete {
             return Ok(None); // outside the declared domain (the plan filters these; belt and braces)
         }
-        let vals: Vec<ScalarValue> = key_cols.iter().map(|c| ScalarValue::try_from_array(c, i)).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
+        let vals: Vec<ScalarValue> =
+            key_cols.iter().map(|c| ScalarValue::try_from_array(c, i)).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
         let id = self.keys.len() as u32;
         self.ids.insert(r.owned(), id);
         self.keys.push(vals);
@@ -306,14 +304,12 @@ fn unguard_scans(sessions: &Sessions, plan: &LogicalPlan) -> Result<LogicalPlan>
             Ok(match node {
                 LogicalPlan::TableScan(ts) => match sessions.raw_provider(ts.table_name.table()) {
                     Some(p) => {
-                        let scan = datafusion::logical_expr::logical_plan::TableScanBuilder::new(
-                            ts.table_name.clone(),
-                            datafusion::datasource::provider_as_source(p),
-                        )
-                        .with_projection(ts.projection.clone())
-                        .with_filters(ts.filters.clone())
-                        .with_fetch(ts.fetch)
-                        .build()?;
+                        let scan =
+                            datafusion::logical_expr::logical_plan::TableScanBuilder::new(ts.table_name.clone(), datafusion::datasource::provider_as_source(p))
+                                .with_projection(ts.projection.clone())
+                                .with_filters(ts.filters.clone())
+                                .with_fetch(ts.fetch)
+                                .build()?;
                         Transformed::yes(LogicalPlan::TableScan(scan))
                     }
                     None => Transformed::no(LogicalPlan::TableScan(ts)),
@@ -401,12 +397,7 @@ async fn for_each_unit(
                 current = Some(u.owned());
             }
             let Some(gid) = groups.id(&key_cols, krows.as_ref(), i)? else { continue };
-            let p = parts.entry(gid).or_insert_with(|| GroupPartial {
-                group: gid,
-                rows: 0,
-                values: vec![ValueStats::default(); n_values],
-                bins: vec![],
-            });
+            let p = parts.entry(gid).or_insert_with(|| GroupPartial { group: gid, rows: 0, values: vec![ValueStats::default(); n_values], bins: vec![] });
             let r = rows_col.value(i) as u64;
             p.rows += r;
             if let Some(b) = bins {

@@ -5,11 +5,11 @@
 
 use serde::Serialize;
 
+use super::Prepared;
 use super::analyze::{AggKind, DpQuery};
 use super::bounded;
 use super::error::Result;
 use super::plan::{Calibration, QueryParams};
-use super::Prepared;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CellAccuracy {
@@ -107,18 +107,24 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
                 let n = ap.components[0].noise.as_ref().unwrap();
                 (Some(n.stddev() * g), Some(n.halfwidth(cal.confidence) as f64 * g), None)
             }
-            AggKind::Avg | AggKind::Variance { .. } => (
-                None,
-                None,
-                Some("error depends on the number of values n (≈ noise stddev of the sum / n); see components".to_string()),
-            ),
+            AggKind::Avg | AggKind::Variance { .. } => {
+                (None, None, Some("error depends on the number of values n (≈ noise stddev of the sum / n); see components".to_string()))
+            }
             AggKind::Quantile { q: level } => {
                 let (dom, eps_g, m) = ap.quantile.unwrap();
                 let r = crate::privacy::quantile::rank_error(level, m, eps_g.to_f64() * 0.5, dom.bins, (1.0 - cal.confidence) / 3.0);
-                (None, None, Some(format!(
-                    "exponential mechanism over {} bins of [{}, {}]; with probability {:.0}% the released value's rank is within ±{:.0} values of the target rank",
-                    dom.bins, dom.lo, dom.hi, cal.confidence * 100.0, r
-                )))
+                (
+                    None,
+                    None,
+                    Some(format!(
+                        "exponential mechanism over {} bins of [{}, {}]; with probability {:.0}% the released value's rank is within ±{:.0} values of the target rank",
+                        dom.bins,
+                        dom.lo,
+                        dom.hi,
+                        cal.confidence * 100.0,
+                        r
+                    )),
+                )
             }
         };
         cells.push(CellAccuracy {
@@ -164,9 +170,10 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
         epsilon: cal.epsilon.to_string(),
         delta: cal.delta.to_string(),
         auto_bounds_epsilon: cal.auto_bounds_epsilon.to_string(),
-        selection: cal.selection.as_ref().map(|s| {
-            format!("{:?} partition selection: ε={}, δ={}, ≤ {} groups per person", s.kind, s.epsilon, s.delta, s.groups_per_unit)
-        }),
+        selection: cal
+            .selection
+            .as_ref()
+            .map(|s| format!("{:?} partition selection: ε={}, δ={}, ≤ {} groups per person", s.kind, s.epsilon, s.delta, s.groups_per_unit)),
         cells,
         confidence: cal.confidence,
         bounded_plan: Some(plan_text),
@@ -175,7 +182,11 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
     })
     .map(|mut e| {
         if params.auto_bounds {
-            e.bounding = Some(format!("chosen at run time by --auto-bounds (ε={} on DP quantiles of per-person contributions); default {}", cal.auto_bounds_epsilon, cal.family.describe()));
+            e.bounding = Some(format!(
+                "chosen at run time by --auto-bounds (ε={} on DP quantiles of per-person contributions); default {}",
+                cal.auto_bounds_epsilon,
+                cal.family.describe()
+            ));
         }
         e
     })
@@ -209,7 +220,14 @@ impl Explanation {
             let _ = writeln!(s, "  {sel}");
         }
         for c in &self.cells {
-            let _ = writeln!(s, "  {} [{}]: ε={}{}", c.aggregate, c.kind, c.epsilon, c.bounds.map(|(a, b)| format!(", values clamped to [{a}, {b}]")).unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "  {} [{}]: ε={}{}",
+                c.aggregate,
+                c.kind,
+                c.epsilon,
+                c.bounds.map(|(a, b)| format!(", values clamped to [{a}, {b}]")).unwrap_or_default()
+            );
             for comp in &c.components {
                 let _ = writeln!(s, "    {}: sensitivity {}, {}, ε={}", comp.what, comp.sensitivity, comp.noise, comp.epsilon);
             }

@@ -40,18 +40,9 @@ impl TableProvider for PrivateTable {
     fn get_logical_plan(&'_ self) -> Option<Cow<'_, LogicalPlan>> {
         None
     }
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
         if state.config().get_extension::<ScanToken>().is_none() {
-            return Err(DataFusionError::Plan(format!(
-                "refusing to read private table `{}` outside the DP rewrite (internal guard)",
-                self.name
-            )));
+            return Err(DataFusionError::Plan(format!("refusing to read private table `{}` outside the DP rewrite (internal guard)", self.name)));
         }
         self.inner.scan(state, projection, filters, limit).await
     }

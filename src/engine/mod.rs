@@ -125,7 +125,9 @@ impl Engine {
                         Some(Replay::Unfinished { entry, seed }) => {
                             let mut r = self.compute(query, cal, seed).await?;
                             r.privacy = Some(privacy_of(cal, query, entry, None, status.remaining_epsilon, status.remaining_delta, true));
-                            r.notes.push(format!("ledger entry {entry} was charged but its answer never stored (interrupted run); recomputed with its stored noise seed"));
+                            r.notes.push(format!(
+                                "ledger entry {entry} was charged but its answer never stored (interrupted run); recomputed with its stored noise seed"
+                            ));
                             ledger.store_result(entry, &serde_json::to_value(&r).unwrap())?;
                             return Ok(r);
                         }

@@ -266,16 +266,7 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
             }
             _ => {} // covered by the pooled zCDP release
         }
-        aggs.push(AggPlan {
-            name: a.name.clone(),
-            kind: a.kind.name(),
-            akind: a.kind,
-            epsilon: share,
-            bounds: a.bounds,
-            grid,
-            components,
-            quantile,
-        });
+        aggs.push(AggPlan { name: a.name.clone(), kind: a.kind.name(), akind: a.kind, epsilon: share, bounds: a.bounds, grid, components, quantile });
     }
     Ok(Calibration {
         family,

@@ -39,12 +39,7 @@ pub struct Cell {
 }
 
 /// Select the groups to release (all domain groups, or those passing partition selection).
-pub fn released_groups<R: RngCore + CryptoRng>(
-    groups: &Groups,
-    stats: &HashMap<u32, GroupTotal>,
-    cal: &Calibration,
-    rng: &mut R,
-) -> Result<Vec<u32>> {
+pub fn released_groups<R: RngCore + CryptoRng>(groups: &Groups, stats: &HashMap<u32, GroupTotal>, cal: &Calibration, rng: &mut R) -> Result<Vec<u32>> {
     let ids = groups.sorted_ids();
     let Some(sel) = &cal.selection else { return Ok(ids) };
     let units = |id: u32| stats.get(&id).map(|t| t.units).unwrap_or(0);
@@ -232,22 +227,15 @@ pub fn check_post_processing(q: &DpQuery) -> Result<()> {
 
 fn post_plan(q: &DpQuery, groups: &Groups, released: &[(u32, Vec<Cell>)]) -> Result<LogicalPlan> {
     let n_keys = q.keys.len();
-    let agg_fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> =
-        q.agg_schema.iter().map(|(qf, f)| (qf.cloned(), f.clone())).collect();
+    let agg_fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> = q.agg_schema.iter().map(|(qf, f)| (qf.cloned(), f.clone())).collect();
     // noisy table columns: __c0.. for every aggregate-schema field, + hidden columns
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
     for (i, (_, f)) in agg_fields.iter().enumerate() {
         let ty = f.data_type().clone();
-        let vals: Vec<ScalarValue> = released
-            .iter()
-            .map(|(gid, cells)| if i < n_keys { groups.keys[*gid as usize][i].clone() } else { typed(cells[i - n_keys].value, &ty) })
-            .collect();
-        let arr = if vals.is_empty() {
-            datafusion::arrow::array::new_empty_array(&ty)
-        } else {
-            ScalarValue::iter_to_array(vals).map_err(super::error::sql)?
-        };
+        let vals: Vec<ScalarValue> =
+            released.iter().map(|(gid, cells)| if i < n_keys { groups.keys[*gid as usize][i].clone() } else { typed(cells[i - n_keys].value, &ty) }).collect();
+        let arr = if vals.is_empty() { datafusion::arrow::array::new_empty_array(&ty) } else { ScalarValue::iter_to_array(vals).map_err(super::error::sql)? };
         fields.push(Field::new(format!("__c{i}"), arr.data_type().clone(), true));
         arrays.push(arr);
     }
@@ -366,9 +354,11 @@ fn interval_exprs(e: &Expr, schema: &DFSchemaRef) -> Result<Vec<Expr>> {
     let hi = strip(subst(Expr::Column(hidden(c, HI, schema).unwrap()))?);
     let plus = strip(subst(Expr::Column(c.clone()) + Expr::Column(hidden(c, SD, schema).unwrap()))?);
     let base = strip(e.clone());
-    let sd = datafusion::functions::math::expr_fn::abs(
-        Expr::BinaryExpr(BinaryExpr::new(Box::new(datafusion::logical_expr::cast(plus, DataType::Float64)), Operator::Minus, Box::new(datafusion::logical_expr::cast(base, DataType::Float64)))),
-    );
+    let sd = datafusion::functions::math::expr_fn::abs(Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(datafusion::logical_expr::cast(plus, DataType::Float64)),
+        Operator::Minus,
+        Box::new(datafusion::logical_expr::cast(base, DataType::Float64)),
+    )));
     Ok(vec![
         datafusion::logical_expr::cast(lo, DataType::Float64).alias(format!("{out_name}{LO}")),
         datafusion::logical_expr::cast(hi, DataType::Float64).alias(format!("{out_name}{HI}")),
@@ -387,7 +377,9 @@ fn monotone(e: &Expr, c: &Column) -> bool {
         Expr::TryCast(x) => monotone(&x.expr, c),
         Expr::Negative(x) => monotone(x, c),
         Expr::BinaryExpr(b) => match b.op {
-            Operator::Plus | Operator::Minus => (!has(&b.left) || monotone(&b.left, c)) && (!has(&b.right) || monotone(&b.right, c)) && !(has(&b.left) && has(&b.right)),
+            Operator::Plus | Operator::Minus => {
+                (!has(&b.left) || monotone(&b.left, c)) && (!has(&b.right) || monotone(&b.right, c)) && !(has(&b.left) && has(&b.right))
+            }
             Operator::Multiply => {
                 (matches!(*b.left, Expr::Literal(..)) && monotone(&b.right, c)) || (matches!(*b.right, Expr::Literal(..)) && monotone(&b.left, c))
             }
@@ -451,7 +443,11 @@ pub fn to_result(batches: &[RecordBatch], confidence: f64) -> QueryResult {
             for (ci, &i) in visible.iter().enumerate() {
                 let v = ScalarValue::try_from_array(b.column(i), r).unwrap_or(ScalarValue::Null);
                 let cell = if columns[ci].noisy {
-                    let get = |s: &str| find(&format!("{}{s}", names[i])).map(|k| f64_of(&ScalarValue::try_from_array(b.column(k), r).unwrap_or(ScalarValue::Null))).unwrap_or(f64::NAN);
+                    let get = |s: &str| {
+                        find(&format!("{}{s}", names[i]))
+                            .map(|k| f64_of(&ScalarValue::try_from_array(b.column(k), r).unwrap_or(ScalarValue::Null)))
+                            .unwrap_or(f64::NAN)
+                    };
                     let (a, z) = (get(LO), get(HI));
                     serde_json::to_value(Noisy { value: json_of(&v), stddev: get(SD), ci_low: a.min(z), ci_high: a.max(z), confidence }).unwrap()
                 } else {

@@ -10,9 +10,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -63,13 +63,7 @@ pub fn clamp_udf() -> ScalarUDF {
             let get = |i: usize| arrays[i].as_any().downcast_ref::<Float64Array>().cloned().expect("float64 argument");
             let (x, lo, hi) = (get(0), get(1), get(2));
             let out: Float64Array = (0..x.len())
-                .map(|i| {
-                    if x.is_null(i) || lo.is_null(i) || hi.is_null(i) {
-                        None
-                    } else {
-                        Some(x.value(i).max(lo.value(i)).min(hi.value(i)))
-                    }
-                })
+                .map(|i| if x.is_null(i) || lo.is_null(i) || hi.is_null(i) { None } else { Some(x.value(i).max(lo.value(i)).min(hi.value(i))) })
                 .collect();
             let out: ArrayRef = Arc::new(out);
             Ok(match n {
@@ -90,14 +84,9 @@ impl Sessions {
             if paths.is_empty() {
                 continue;
             }
-            let urls = paths
-                .iter()
-                .map(|p| ListingTableUrl::parse(p.to_string_lossy().as_ref()).map_err(super::error::sql))
-                .collect::<Result<Vec<_>>>()?;
+            let urls = paths.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy().as_ref()).map_err(super::error::sql)).collect::<Result<Vec<_>>>()?;
             let opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let cfg = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(opts)
-                .with_schema(arrow_schema(&manifest.schema));
+            let cfg = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(opts).with_schema(arrow_schema(&manifest.schema));
             let table = ListingTable::try_new(cfg).map_err(super::error::sql)?;
             tables.insert(name.clone(), TableInfo { manifest, providers: Arc::new(table) });
         }
@@ -124,11 +113,8 @@ impl Sessions {
         ctx.register_udaf(var_pop_udaf().as_ref().clone().with_aliases(["variance_pop", "var_pop", "var_population"]));
         for (name, info) in &self.tables {
             let public = self.config.table(name).map(|t| t.public).unwrap_or(false);
-            let provider: Arc<dyn TableProvider> = if public {
-                info.providers.clone()
-            } else {
-                Arc::new(PrivateTable { name: name.clone(), inner: info.providers.clone() })
-            };
+            let provider: Arc<dyn TableProvider> =
+                if public { info.providers.clone() } else { Arc::new(PrivateTable { name: name.clone(), inner: info.providers.clone() }) };
             ctx.register_table(name.as_str(), provider).map_err(super::error::sql)?;
         }
         Ok(ctx)

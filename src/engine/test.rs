@@ -16,15 +16,8 @@ pub fn fixture() -> &'static Path {
         let data = root.join("data");
         let ds = Dataset::init(&data).unwrap();
         let logs = root.join("logs");
-        let opts = GenerateOptions {
-            users: 200,
-            days: 40,
-            out: logs.clone(),
-            seed: 5,
-            format: FileFormat::Parquet,
-            messages_per_day: 2.0,
-            ..Default::default()
-        };
+        let opts =
+            GenerateOptions { users: 200, days: 40, out: logs.clone(), seed: 5, format: FileFormat::Parquet, messages_per_day: 2.0, ..Default::default() };
         crate::generate::generate(&opts).unwrap();
         for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
             let o = IngestOptions { table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
@@ -131,10 +124,8 @@ fn bounding_really_bounds_a_heavy_user() {
             let mut groups = bounded::Groups::new(&q).unwrap();
             let stats = bounded::stats_plan(&q, &cal).unwrap();
             let t = bounded::bounded_totals(&engine.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await.unwrap();
-            let mut by_key: Vec<(String, u64, i128)> = t
-                .iter()
-                .map(|(id, g)| (groups.keys[*id as usize][0].to_string(), g.rows, g.values.first().map(|v| v.sum).unwrap_or(0)))
-                .collect();
+            let mut by_key: Vec<(String, u64, i128)> =
+                t.iter().map(|(id, g)| (groups.keys[*id as usize][0].to_string(), g.rows, g.values.first().map(|v| v.sum).unwrap_or(0))).collect();
             by_key.sort();
             (by_key, cal.family)
         };
@@ -242,7 +233,6 @@ fn partition_selection_releases_only_popular_keys() {
     });
 }
 
-
 /// The pre-noise bounded aggregates computed on a Ballista cluster (standalone:
 /// an in-process scheduler and executor) equal the local engine's, and so do the
 /// released answers drawn with the same seed.
@@ -318,9 +308,7 @@ fn audit_releases(a: &Audit, key: &[datafusion::common::ScalarValue], n: usize, 
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let id = a.groups.keys.iter().position(|k| k.as_slice() == key).map(|i| i as u32);
     let qh: Vec<Option<&bounded::GroupTotal>> = a.qtotals.iter().map(|t| t.as_ref().and_then(|m| id.and_then(|i| m.get(&i)))).collect();
-    (0..n)
-        .map(|_| release::release_group(&a.q, &a.cal, id.and_then(|i| a.totals.get(&i)), &qh, &a.slots, &mut rng).unwrap()[0].value)
-        .collect()
+    (0..n).map(|_| release::release_group(&a.q, &a.cal, id.and_then(|i| a.totals.get(&i)), &qh, &a.slots, &mut rng).unwrap()[0].value).collect()
 }
 
 /// δ̂ = Σ_bins max(0, p̂_A − e^ε p̂_B), both directions, on bins of `width`

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDate};
-use datafusion::arrow::array::{
-    ArrayRef, Date32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use datafusion::arrow::array::{ArrayRef, Date32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -129,12 +127,9 @@ pub fn schema(table: &str) -> SchemaRef {
             f("length", DataType::Int64, false),
         ],
         "calls" => vec![f("user_id", DataType::Int64, false), f("ts", ts, false), f("kind", DataType::Utf8, false), f("duration_s", DataType::Int64, false)],
-        "payments" => vec![
-            f("user_id", DataType::Int64, false),
-            f("ts", ts, false),
-            f("category", DataType::Utf8, false),
-            f("amount_cents", DataType::Int64, false),
-        ],
+        "payments" => {
+            vec![f("user_id", DataType::Int64, false), f("ts", ts, false), f("category", DataType::Utf8, false), f("amount_cents", DataType::Int64, false)]
+        }
         "emoji_catalog" => vec![f("emoji", DataType::Utf8, false), f("name", DataType::Utf8, false)],
         other => panic!("unknown generated table {other}"),
     }))
@@ -311,11 +306,7 @@ impl TableSink {
             }
             let batch = RecordBatch::try_new(self.schema.clone(), arrays)
                 .map_err(|e| GenerateError::Parquet { path: self.path.display().to_string(), message: e.to_string() })?;
-            writer
-                .as_mut()
-                .unwrap()
-                .write(&batch)
-                .map_err(|e| GenerateError::Parquet { path: self.path.display().to_string(), message: e.to_string() })?;
+            writer.as_mut().unwrap().write(&batch).map_err(|e| GenerateError::Parquet { path: self.path.display().to_string(), message: e.to_string() })?;
         }
         Ok(())
     }
@@ -325,11 +316,7 @@ impl TableSink {
         match &mut self.kind {
             SinkKind::Text { out, .. } => out.flush().map_err(io_err(&self.path))?,
             SinkKind::Parquet { writer, .. } => {
-                writer
-                    .take()
-                    .unwrap()
-                    .close()
-                    .map_err(|e| GenerateError::Parquet { path: self.path.display().to_string(), message: e.to_string() })?;
+                writer.take().unwrap().close().map_err(|e| GenerateError::Parquet { path: self.path.display().to_string(), message: e.to_string() })?;
             }
         }
         Ok(self.path)
@@ -462,11 +449,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
                 let hour = m.msg_hours[(p.shift + 1) as usize].sample(rng.random()) as u32;
                 let sec = hour * 3600 + rng.random_range(0..3600);
                 let group = rng.random::<f64>() < GROUP_SHARE[c];
-                let emoji = if rng.random::<f64>() < EMOJI_SHARE[c] {
-                    m.emoji_order[m.emoji.sample(rng.random())] as i16
-                } else {
-                    -1
-                };
+                let emoji = if rng.random::<f64>() < EMOJI_SHARE[c] { m.emoji_order[m.emoji.sample(rng.random())] as i16 } else { -1 };
                 let len = (m.length.sample(&mut rng).round() as i64).max(1);
                 day_msgs.push((sec, pi as u32, group as u8, emoji, len));
             }
@@ -516,12 +499,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
             ])?;
         }
         for &(sec, pi, cat, amount) in &day_pays {
-            pays.row(&[
-                Cell::Int(people[pi as usize].id),
-                Cell::Ts(midnight + sec as i64),
-                Cell::Str(CATEGORIES[cat as usize]),
-                Cell::Int(amount),
-            ])?;
+            pays.row(&[Cell::Int(people[pi as usize].id), Cell::Ts(midnight + sec as i64), Cell::Str(CATEGORIES[cat as usize]), Cell::Int(amount)])?;
         }
         progress.inc(1);
     }

@@ -57,8 +57,7 @@ pub const FAVOURITES: [&[&str]; 5] = [
 /// Zipf exponent of emoji popularity within a cohort.
 pub const EMOJI_ZIPF: f64 = 1.15;
 
-pub const CATEGORIES: [&str; 9] =
-    ["transfer", "red_packet", "groceries", "dining", "transport", "utilities", "shopping", "games", "healthcare"];
+pub const CATEGORIES: [&str; 9] = ["transfer", "red_packet", "groceries", "dining", "transport", "utilities", "shopping", "games", "healthcare"];
 /// Payment category weights per cohort.
 pub const CATEGORY_WEIGHTS: [[f64; 9]; 5] = [
     [10.0, 6.0, 3.0, 20.0, 12.0, 1.0, 18.0, 25.0, 1.0],
@@ -85,8 +84,17 @@ pub const YEARLY_GROWTH: f64 = 0.12;
 
 /// Lunar New Year's Eve and Day, 2020–2030.
 const LUNAR_NEW_YEAR: [(i32, u32, u32); 11] = [
-    (2020, 1, 25), (2021, 2, 12), (2022, 2, 1), (2023, 1, 22), (2024, 2, 10), (2025, 1, 29),
-    (2026, 2, 17), (2027, 2, 6), (2028, 1, 26), (2029, 2, 13), (2030, 2, 3),
+    (2020, 1, 25),
+    (2021, 2, 12),
+    (2022, 2, 1),
+    (2023, 1, 22),
+    (2024, 2, 10),
+    (2025, 1, 29),
+    (2026, 2, 17),
+    (2027, 2, 6),
+    (2028, 1, 26),
+    (2029, 2, 13),
+    (2030, 2, 3),
 ];
 
 /// True on Lunar New Year's Eve or Day.

@@ -77,8 +77,7 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(ManifestError::Io { path: path.display().to_string(), source }),
         };
-        let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| ManifestError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| ManifestError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
         Ok(Some(m))
     }
 
@@ -105,11 +104,7 @@ impl Manifest {
             .iter()
             .map(|p| {
                 let path = dir.join(&p.file);
-                if path.exists() {
-                    Ok(path)
-                } else {
-                    Err(ManifestError::MissingPart { table: self.table.clone(), part: p.file.clone() })
-                }
+                if path.exists() { Ok(path) } else { Err(ManifestError::MissingPart { table: self.table.clone(), part: p.file.clone() }) }
             })
             .collect()
     }

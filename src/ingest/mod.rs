@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Float64Array};
-use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -105,17 +105,10 @@ impl IngestSummary {
 /// Ingest `opts.files` into `opts.table` of the dataset at `data`.
 pub fn ingest(data: &Path, config: &Config, opts: &IngestOptions) -> Result<IngestSummary, IngestError> {
     let t0 = Instant::now();
-    let tconf = config.table(&opts.table).ok_or_else(|| IngestError::Undeclared {
-        table: opts.table.clone(),
-        config: config.file.display().to_string(),
-    })?;
-    let _lock = TableLock::acquire(data, &opts.table)
-        .map_err(|source| IngestError::Write { path: table_dir(data, &opts.table).display().to_string(), source })?;
-    let mut manifest = Manifest::load(data, &opts.table)?.unwrap_or_else(|| Manifest {
-        table: opts.table.clone(),
-        next_part: 1,
-        ..Default::default()
-    });
+    let tconf = config.table(&opts.table).ok_or_else(|| IngestError::Undeclared { table: opts.table.clone(), config: config.file.display().to_string() })?;
+    let _lock =
+        TableLock::acquire(data, &opts.table).map_err(|source| IngestError::Write { path: table_dir(data, &opts.table).display().to_string(), source })?;
+    let mut manifest = Manifest::load(data, &opts.table)?.unwrap_or_else(|| Manifest { table: opts.table.clone(), next_part: 1, ..Default::default() });
     clean_stale(data, &manifest);
 
     // hash every file first: a duplicate refuses the whole command before any work
@@ -134,10 +127,7 @@ pub fn ingest(data: &Path, config: &Config, opts: &IngestOptions) -> Result<Inge
             }
         }
         if hashes.contains(&h) && !opts.force {
-            return Err(IngestError::BadFile {
-                path: f.display().to_string(),
-                message: "the same content is given twice on this command line".into(),
-            });
+            return Err(IngestError::BadFile { path: f.display().to_string(), message: "the same content is given twice on this command line".into() });
         }
         hashes.push(h);
     }
@@ -340,18 +330,11 @@ struct PartWritten {
 }
 
 /// Spawned writer: receives batches, writes the temporary Parquet part.
-fn part_writer(
-    tmp: PathBuf,
-    schema: datafusion::arrow::datatypes::SchemaRef,
-    rx: Receiver<RecordBatch>,
-    table: String,
-) -> Result<PartWritten, IngestError> {
+fn part_writer(tmp: PathBuf, schema: datafusion::arrow::datatypes::SchemaRef, rx: Receiver<RecordBatch>, table: String) -> Result<PartWritten, IngestError> {
     let werr = |source| IngestError::Write { path: tmp.display().to_string(), source };
     let file = File::create(&tmp).map_err(werr)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build();
+    let props =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap())).set_max_row_group_row_count(Some(1 << 20)).build();
     let perr = |e: datafusion::parquet::errors::ParquetError| IngestError::Parquet { table: table.clone(), message: e.to_string() };
     let mut w = ArrowWriter::try_new(HashingFile { file, hash: Sha256::new(), bytes: 0 }, schema, Some(props)).map_err(perr)?;
     let mut rows = 0u64;
@@ -444,11 +427,7 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
             sha256: written.sha256,
             rejected: quarantine.rejected,
             quarantine: qpath.map(|p| p.strip_prefix(ctx.data).unwrap_or(&p).display().to_string()),
-            source: SourceInfo {
-                name: file_label(ctx.path),
-                sha256: hash.to_string(),
-                format: format.extension().to_string(),
-            },
+            source: SourceInfo { name: file_label(ctx.path), sha256: hash.to_string(), format: format.extension().to_string() },
             ingested_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         manifest.next_part = part_no + 1;
@@ -539,10 +518,7 @@ fn column_map(path: &Path, table: &str, names: &[String], schema: &[String]) -> 
             schema.join(", ")
         )));
     }
-    schema
-        .iter()
-        .map(|c| names.iter().position(|n| n == c).ok_or_else(|| mismatch(format!("missing column `{c}`"))))
-        .collect()
+    schema.iter().map(|c| names.iter().position(|n| n == c).ok_or_else(|| mismatch(format!("missing column `{c}`")))).collect()
 }
 
 fn read_csv(
@@ -794,10 +770,8 @@ fn read_jsonl_from<R: BufRead>(
 
 fn parquet_reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, IngestError> {
     let f = File::open(path).map_err(|source| IngestError::Read { path: path.display().to_string(), source })?;
-    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| IngestError::BadFile {
-        path: path.display().to_string(),
-        message: format!("not a readable Parquet file ({e})"),
-    })
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: format!("not a readable Parquet file ({e})") })
 }
 
 fn infer_parquet(path: &Path) -> Result<Vec<ColumnSpec>, IngestError> {
@@ -808,7 +782,11 @@ fn infer_parquet(path: &Path) -> Result<Vec<ColumnSpec>, IngestError> {
         .map(|f| {
             let ty = ColumnType::from_arrow(f.data_type()).ok_or_else(|| IngestError::BadFile {
                 path: path.display().to_string(),
-                message: format!("column `{}` has type {} which dpq does not store\n  hint: convert it to an integer, float, string, boolean, date or timestamp", f.name(), f.data_type()),
+                message: format!(
+                    "column `{}` has type {} which dpq does not store\n  hint: convert it to an integer, float, string, boolean, date or timestamp",
+                    f.name(),
+                    f.data_type()
+                ),
             })?;
             Ok(ColumnSpec { name: f.name().clone(), ty })
         })
@@ -828,10 +806,7 @@ fn read_parquet(
     let map = column_map(ctx.path, ctx.table, &names, &rules.names)?;
     let total = b.metadata().file_metadata().num_rows().max(1) as u64;
     let size = fs::metadata(ctx.path).map(|m| m.len()).unwrap_or(0);
-    let reader = b.with_batch_size(BATCH_ROWS).build().map_err(|e| IngestError::BadFile {
-        path: ctx.path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let reader = b.with_batch_size(BATCH_ROWS).build().map_err(|e| IngestError::BadFile { path: ctx.path.display().to_string(), message: e.to_string() })?;
     let opts = CastOptions { safe: true, ..Default::default() };
     let fmt = FormatOptions::default();
     let mut row_base = 0u64;
@@ -882,8 +857,7 @@ fn read_parquet(
             cols.push(src);
         }
         if keep.iter().any(|k| !k) {
-            let formatters: Vec<ArrayFormatter> =
-                batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &fmt).expect("formatter")).collect();
+            let formatters: Vec<ArrayFormatter> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &fmt).expect("formatter")).collect();
             for i in 0..n {
                 if !keep[i] {
                     let raw = serde_json::Value::Object(
@@ -898,11 +872,7 @@ fn read_parquet(
             table: ctx.table.into(),
             message: e.to_string(),
         })?;
-        let out = if keep.iter().all(|k| *k) {
-            out
-        } else {
-            filter_record_batch(&out, &BooleanArray::from(keep)).expect("filter")
-        };
+        let out = if keep.iter().all(|k| *k) { out } else { filter_record_batch(&out, &BooleanArray::from(keep)).expect("filter") };
         row_base += n as u64;
         bar.set_position(size * row_base / total);
         if out.num_rows() > 0 && tx.send(out).is_err() {

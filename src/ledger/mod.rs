@@ -51,7 +51,9 @@ pub enum LedgerError {
         "{config}: [budget] epsilon = {new_eps}, delta = {new_delta} is below what was already spent (ε={spent_eps}, δ={spent_delta})\n  fix: the budget can only stay or grow; set it back to at least the spent amount"
     )]
     BelowSpent { config: String, new_eps: Amount, new_delta: Amount, spent_eps: String, spent_delta: Amount },
-    #[error("ledger {path} cannot be opened: {message}\n  hint: if the file was damaged, restore it from a backup; never delete it — it is the record of what was released")]
+    #[error(
+        "ledger {path} cannot be opened: {message}\n  hint: if the file was damaged, restore it from a backup; never delete it — it is the record of what was released"
+    )]
     Open { path: String, message: String },
     #[error("ledger error: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -273,9 +275,8 @@ impl Ledger {
     }
 
     fn append(tx: &rusqlite::Transaction<'_>, mut e: Entry) -> Result<Entry, LedgerError> {
-        let head: Option<(i64, String)> = tx
-            .query_row("SELECT id, hash FROM entries ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let head: Option<(i64, String)> =
+            tx.query_row("SELECT id, hash FROM entries ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         let (last_id, prev) = head.unwrap_or((0, GENESIS.to_string()));
         e.id = last_id + 1;
         e.prev_hash = prev;
@@ -445,13 +446,7 @@ impl Ledger {
         } else {
             (total_eps.to_f64() - adm_after).max(0.0)
         };
-        Ok(Charged {
-            entry: e.id,
-            hash: e.hash,
-            seed,
-            remaining_epsilon,
-            remaining_delta: total_delta.saturating_sub(t_after.basic_delta),
-        })
+        Ok(Charged { entry: e.id, hash: e.hash, seed, remaining_epsilon, remaining_delta: total_delta.saturating_sub(t_after.basic_delta) })
     }
 
     /// Store the released result of a charge (durably) before it is shown.
@@ -459,10 +454,7 @@ impl Ledger {
         let text = result.to_string();
         let tx = self.begin()?;
         let h: String = tx.query_row("SELECT hash FROM entries WHERE id = ?1", params![entry], |r| r.get(0))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO results (entry_id, result, hash) VALUES (?1, ?2, ?3)",
-            params![entry, text, result_hash(&h, &text)],
-        )?;
+        tx.execute("INSERT OR IGNORE INTO results (entry_id, result, hash) VALUES (?1, ?2, ?3)", params![entry, text, result_hash(&h, &text)])?;
         tx.commit()?;
         Ok(())
     }
@@ -480,10 +472,9 @@ impl Ledger {
             .optional()?;
         Ok(match row {
             None => None,
-            Some((id, _, Some(result))) => Some(Replay::Stored {
-                entry: id,
-                result: serde_json::from_str(&result).map_err(|e| LedgerError::Malformed { id, message: e.to_string() })?,
-            }),
+            Some((id, _, Some(result))) => {
+                Some(Replay::Stored { entry: id, result: serde_json::from_str(&result).map_err(|e| LedgerError::Malformed { id, message: e.to_string() })? })
+            }
             Some((id, Some(seed), None)) => {
                 let bytes = hex::decode(&seed).map_err(|e| LedgerError::Malformed { id, message: e.to_string() })?;
                 let seed: [u8; 32] = bytes.try_into().map_err(|_| LedgerError::Malformed { id, message: "seed length".into() })?;
@@ -572,10 +563,15 @@ impl Ledger {
         let expected_head = if n == 0 { None } else { Some(format!("{}:{}", n, prev)) };
         if head != expected_head {
             let id = head.as_ref().and_then(|h| h.split(':').next()?.parse::<i64>().ok()).unwrap_or(n + 1);
-            return Ok(bad(id.max(1), n, format!("the ledger head records entry {} but the chain ends at entry {n}: the last entries were deleted, or the head was edited", id)));
+            return Ok(bad(
+                id.max(1),
+                n,
+                format!("the ledger head records entry {} but the chain ends at entry {n}: the last entries were deleted, or the head was edited", id),
+            ));
         }
         // results belong to existing entries and match their hashes
-        let mut st = self.conn.prepare("SELECT r.entry_id, r.result, r.hash, e.hash FROM results r LEFT JOIN entries e ON e.id = r.entry_id ORDER BY r.entry_id")?;
+        let mut st =
+            self.conn.prepare("SELECT r.entry_id, r.result, r.hash, e.hash FROM results r LEFT JOIN entries e ON e.id = r.entry_id ORDER BY r.entry_id")?;
         let res: Vec<(i64, String, String, Option<String>)> =
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
         for (id, result, h, eh) in res {

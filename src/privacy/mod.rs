@@ -3,13 +3,13 @@
 //! states its guarantee, its sensitivity assumption and a citation; tests sit
 //! beside the code (`test.rs`).
 
+pub mod accountant;
 pub mod amount;
-pub mod samplers;
-pub mod special;
-pub mod noise;
+pub mod bounding;
 pub mod fixed_point;
+pub mod noise;
 pub mod partition;
 pub mod quantile;
+pub mod samplers;
+pub mod special;
 pub mod topk;
-pub mod accountant;
-pub mod bounding;

@@ -162,10 +162,12 @@ pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon:
         let meets = |p: &Prepared| -> Result<bool, ReportError> {
             if let Some(p_target) = t.topk_probability {
                 let Prepared::Dp { cal, query, .. } = p else { return Ok(true) };
-                let noise = cal.aggs.first().and_then(|a| a.components.first()).and_then(|c| c.noise.clone()).ok_or_else(|| ReportError::Plan {
-                    section: s.id.clone(),
-                    message: "a top-k target needs a COUNT aggregate".into(),
-                })?;
+                let noise = cal
+                    .aggs
+                    .first()
+                    .and_then(|a| a.components.first())
+                    .and_then(|c| c.noise.clone())
+                    .ok_or_else(|| ReportError::Plan { section: s.id.clone(), message: "a top-k target needs a COUNT aggregate".into() })?;
                 // candidates per group: the last key's domain; groups: the other keys' domains
                 let sizes: Vec<usize> = query.keys.iter().map(|k| k.domain.as_ref().map(|d| d.values.len()).unwrap_or(1000)).collect();
                 let candidates = sizes.last().copied().unwrap_or(1);
@@ -326,17 +328,17 @@ fn derive(s: &Section, r: &QueryResult, confidence: f64) -> Vec<Derived> {
     let col = s.value.clone().or_else(|| r.columns.iter().find(|c| c.noisy).map(|c| c.name.clone())).unwrap_or_default();
     let xcol = s.x.clone().or_else(|| r.columns.iter().find(|c| !c.noisy).map(|c| c.name.clone())).unwrap_or_default();
     let find = |key: &str| -> Option<Noisy> {
-        r.rows.iter().position(|row| row.get(&xcol).map(|v| v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string())) == Some(key.to_string())).and_then(|i| r.cell(i, &col))
+        r.rows
+            .iter()
+            .position(|row| row.get(&xcol).map(|v| v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string())) == Some(key.to_string()))
+            .and_then(|i| r.cell(i, &col))
     };
     if let Some((from, to)) = &d.growth {
         if let (Some(a), Some(b)) = (find(from), find(to)) {
             let (av, bv) = (a.value.as_f64().unwrap_or(f64::NAN), b.value.as_f64().unwrap_or(f64::NAN));
             let value = (bv / av - 1.0) * 100.0;
-            let (lo, hi) = if a.ci_low > 0.0 {
-                ((b.ci_low / a.ci_high - 1.0) * 100.0, (b.ci_high / a.ci_low - 1.0) * 100.0)
-            } else {
-                (f64::NEG_INFINITY, f64::INFINITY)
-            };
+            let (lo, hi) =
+                if a.ci_low > 0.0 { ((b.ci_low / a.ci_high - 1.0) * 100.0, (b.ci_high / a.ci_low - 1.0) * 100.0) } else { (f64::NEG_INFINITY, f64::INFINITY) };
             out.push(Derived { label: format!("growth {from} → {to}"), value, ci_low: lo.min(value), ci_high: hi.max(value), confidence });
         }
     }
@@ -412,7 +414,9 @@ pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut L
     for (i, ps) in plan.sections.iter().enumerate() {
         let s = &ps.section;
         let result = match &ps.prepared {
-            Prepared::Dp { query, cal, .. } => engine.compute(query, cal, section_seed(&seed, i)).await.map_err(|e| ReportError::Section { section: s.id.clone(), source: e })?,
+            Prepared::Dp { query, cal, .. } => {
+                engine.compute(query, cal, section_seed(&seed, i)).await.map_err(|e| ReportError::Section { section: s.id.clone(), source: e })?
+            }
             Prepared::Public { .. } => engine.run(&ps.prepared, ledger, false).await?,
         };
         let derived = derive(s, &result, plan.confidence);

@@ -74,7 +74,14 @@ pub fn bars(points: &[Point], title: &str) -> String {
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (v - min) / span);
     let mut s = start(w, h, "bar", title);
     for t in ticks(max) {
-        let _ = write!(s, "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>", y(t), left - 6.0, y(t) + 4.0, num(t));
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>",
+            y(t),
+            left - 6.0,
+            y(t) + 4.0,
+            num(t)
+        );
     }
     let n = points.len().max(1) as f64;
     let slot = (w - left - 8.0) / n;
@@ -119,7 +126,14 @@ fn hbars_w(points: &[Point], title: &str, w: f64, left: f64) -> String {
     let x = |v: f64| left + (w - left - 24.0) * (v.max(0.0) / max);
     let mut s = start(w, h, "hbar", title);
     for t in ticks(max) {
-        let _ = write!(s, "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{1:.1}\" stroke=\"{GRID}\"/><text x=\"{0:.1}\" y=\"{2:.1}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{INK}\">{3}</text>", x(t), h - 24.0, h - 8.0, num(t));
+        let _ = write!(
+            s,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{1:.1}\" stroke=\"{GRID}\"/><text x=\"{0:.1}\" y=\"{2:.1}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{INK}\">{3}</text>",
+            x(t),
+            h - 24.0,
+            h - 8.0,
+            num(t)
+        );
     }
     for (i, (label, v, lo, hi)) in points.iter().enumerate() {
         let cy = top + row * (i as f64 + 0.5);
@@ -157,7 +171,14 @@ pub fn line(points: &[Point], title: &str) -> String {
     let y = |v: f64| top + (h - top - bottom) * (1.0 - v.max(0.0) / max);
     let mut s = start(w, h, "line", title);
     for t in ticks(max) {
-        let _ = write!(s, "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>", y(t), left - 6.0, y(t) + 4.0, num(t));
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>",
+            y(t),
+            left - 6.0,
+            y(t) + 4.0,
+            num(t)
+        );
     }
     let mut band = String::new();
     for (i, p) in points.iter().enumerate() {
@@ -171,9 +192,19 @@ pub fn line(points: &[Point], title: &str) -> String {
     let _ = write!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{ACCENT}\" stroke-width=\"2\"/>", pts.join(" "));
     let every = (points.len() / 12).max(1);
     for (i, p) in points.iter().enumerate() {
-        let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{ACCENT}\"><title>{}: {} (CI {} – {})</title></circle>", x(i), y(p.1), esc(&p.0), num(p.1), num(p.2), num(p.3));
+        let _ = write!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{ACCENT}\"><title>{}: {} (CI {} – {})</title></circle>",
+            x(i),
+            y(p.1),
+            esc(&p.0),
+            num(p.1),
+            num(p.2),
+            num(p.3)
+        );
         if i % every == 0 {
-            let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{INK}\">{}</text>", x(i), h - bottom + 16.0, esc(&p.0));
+            let _ =
+                write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{INK}\">{}</text>", x(i), h - bottom + 16.0, esc(&p.0));
         }
     }
     s.push_str("</svg>");
@@ -195,7 +226,11 @@ pub fn heatmap(rows: &[String], cols: &[String], cells: &[Vec<Option<(f64, f64, 
         if j % every == 0 {
             let (x, y) = (left + cw * (j as f64 + 0.5), top - 8.0);
             if rotate {
-                let _ = write!(s, "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"start\" font-size=\"11\" fill=\"{INK}\" transform=\"rotate(-50 {x:.1} {y:.1})\">{}</text>", esc(c));
+                let _ = write!(
+                    s,
+                    "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"start\" font-size=\"11\" fill=\"{INK}\" transform=\"rotate(-50 {x:.1} {y:.1})\">{}</text>",
+                    esc(c)
+                );
             } else {
                 let _ = write!(s, "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{INK}\">{}</text>", esc(c));
             }
@@ -234,7 +269,11 @@ pub fn heatmap(rows: &[String], cols: &[String], cells: &[Vec<Option<(f64, f64, 
             }
         }
     }
-    let _ = write!(s, "<text x=\"{left}\" y=\"{:.1}\" font-size=\"11\" fill=\"#6b7280\">darker = larger share of the row; hover a cell for its value and interval</text>", h - 8.0);
+    let _ = write!(
+        s,
+        "<text x=\"{left}\" y=\"{:.1}\" font-size=\"11\" fill=\"#6b7280\">darker = larger share of the row; hover a cell for its value and interval</text>",
+        h - 8.0
+    );
     s.push_str("</svg>");
     s
 }

@@ -133,7 +133,8 @@ fn bad_input_files_are_explained_and_lose_nothing() {
     let r = run(d.path(), &["query", "SELECT 1"]);
     assert!(r.stderr.contains("no dataset") && r.stderr.contains("dpq init"), "{}", r.stderr);
     // a Parquet part deleted by hand: clear message, no answer from partial data
-    let part = std::fs::read_dir(data.join("tables/payments")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let part =
+        std::fs::read_dir(data.join("tables/payments")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
     std::fs::remove_file(&part).unwrap();
     let r = run(&data, &["query", "SELECT COUNT(*) FROM payments"]);
     assert_eq!(r.code, 1);
@@ -162,7 +163,14 @@ fn sigkill_during_ingest_leaves_no_partial_part() {
     for _ in 0..12 {
         lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let delay = (lcg >> 33) % typical.max(1);
-        let mut child = dpq().arg("--data").arg(&data).args(["ingest", "messages", file.to_str().unwrap(), "--force"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = dpq()
+            .arg("--data")
+            .arg(&data)
+            .args(["ingest", "messages", file.to_str().unwrap(), "--force"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let _ = child.kill();
         let _ = child.wait();
@@ -178,7 +186,11 @@ fn sigkill_during_ingest_leaves_no_partial_part() {
     // queries work on the committed parts, and a new ingest succeeds (cleaning leftovers)
     ok(&data, &["query", "SELECT COUNT(*) FROM messages", "--epsilon", "0.01"]);
     ok(&data, &["ingest", "messages", file.to_str().unwrap(), "--force"]);
-    let leftovers: Vec<_> = std::fs::read_dir(data.join("tables/messages")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("tables/messages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -205,7 +217,14 @@ fn concurrent_ingest_and_query() {
     let handles: Vec<_> = (0..3)
         .map(|i| {
             let data = data.clone();
-            std::thread::spawn(move || dpq().arg("--data").arg(&data).args(["query", &format!("SELECT COUNT(*) FROM calls WHERE duration_s > {i}"), "--epsilon", "0.1"]).output().unwrap())
+            std::thread::spawn(move || {
+                dpq()
+                    .arg("--data")
+                    .arg(&data)
+                    .args(["query", &format!("SELECT COUNT(*) FROM calls WHERE duration_s > {i}"), "--epsilon", "0.1"])
+                    .output()
+                    .unwrap()
+            })
         })
         .collect();
     let ing: Vec<_> = files
@@ -236,7 +255,14 @@ fn sigkill_during_report_is_recoverable() {
     let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/annual_report.toml");
     let out = d.path().join("r");
     for delay in [50u64, 400, 900, 1500] {
-        let mut child = dpq().arg("--data").arg(&data).args(["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = dpq()
+            .arg("--data")
+            .arg(&data)
+            .args(["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let _ = child.kill();
         let _ = child.wait();

@@ -22,8 +22,7 @@ fn init_generate_ingest_every_table_keeps_every_row() {
         let expected = count_rows_csv(&csv_file);
         let out = ok(&data, &["ingest", t, csv_file.to_str().unwrap()]);
         assert!(out.contains(&format!("kept {expected} rows, rejected 0")), "{out}");
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(data.join("tables").join(t).join("manifest.json")).unwrap()).unwrap();
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("tables").join(t).join("manifest.json")).unwrap()).unwrap();
         let rows: u64 = m["parts"].as_array().unwrap().iter().map(|p| p["rows"].as_u64().unwrap()).sum();
         assert_eq!(rows, expected, "{t}");
     }
@@ -35,8 +34,7 @@ fn init_generate_ingest_every_table_keeps_every_row() {
         let out = ok(&data2, &["ingest", "messages", f.to_str().unwrap(), "--force"]);
         assert!(out.contains("rejected 0"), "{fmt}: {out}");
     }
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data2.join("tables/messages/manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data2.join("tables/messages/manifest.json")).unwrap()).unwrap();
     let expected = count_rows_csv(&logs.join("csv/messages.csv"));
     assert_eq!(m["parts"][0]["rows"].as_u64().unwrap(), expected);
     assert_eq!(m["parts"][1]["rows"].as_u64().unwrap(), expected);

@@ -158,13 +158,7 @@ fn report_renders_in_headless_chromium() {
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot too small: {} bytes", png.len());
     // the DOM after load holds every section and its chart
-    let o = std::process::Command::new(&chrome)
-        .args(flags)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
+    let o = std::process::Command::new(&chrome).args(flags).arg(format!("--user-data-dir={}", profile.display())).arg("--dump-dom").arg(&url).output().unwrap();
     assert!(o.status.success());
     let dom = String::from_utf8_lossy(&o.stdout);
     for id in ["messages_per_day", "growth", "top_emoji", "hourly", "bedtime", "video_after_dinner", "payments", "call_minutes", "privacy"] {

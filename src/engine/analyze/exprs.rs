@@ -38,21 +38,84 @@ pub struct Domain {
 /// Scalar functions that are total (cannot fail on any input value) and allowed
 /// on private rows.
 const TOTAL_FUNCTIONS: &[&str] = &[
-    "date_part", "datepart", "extract", "date_trunc", "datetrunc", "date_bin", "lower", "upper", "length", "char_length",
-    "character_length", "octet_length", "bit_length", "substr", "substring", "btrim", "ltrim", "rtrim", "trim", "concat",
-    "concat_ws", "coalesce", "nullif", "nvl", "ifnull", "nvl2", "abs", "floor", "ceil", "round", "trunc", "signum", "least",
-    "greatest", "starts_with", "ends_with", "strpos", "instr", "left", "right", "replace", "reverse", "isnan", "iszero", "sqrt",
-    "cbrt", "exp", "ln", "log2", "log10", "sin", "cos", "tan", "pi", "clamp", "now", "current_date", "current_time",
-    "initcap", "ascii", "to_hex", "translate", "uuid_free_placeholder",
+    "date_part",
+    "datepart",
+    "extract",
+    "date_trunc",
+    "datetrunc",
+    "date_bin",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "substr",
+    "substring",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "trim",
+    "concat",
+    "concat_ws",
+    "coalesce",
+    "nullif",
+    "nvl",
+    "ifnull",
+    "nvl2",
+    "abs",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "signum",
+    "least",
+    "greatest",
+    "starts_with",
+    "ends_with",
+    "strpos",
+    "instr",
+    "left",
+    "right",
+    "replace",
+    "reverse",
+    "isnan",
+    "iszero",
+    "sqrt",
+    "cbrt",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sin",
+    "cos",
+    "tan",
+    "pi",
+    "clamp",
+    "now",
+    "current_date",
+    "current_time",
+    "initcap",
+    "ascii",
+    "to_hex",
+    "translate",
+    "uuid_free_placeholder",
 ];
 
 /// Functions refused with a specific reason.
 fn refused_function_reason(name: &str) -> Option<&'static str> {
     Some(match name {
-        "to_timestamp" | "to_timestamp_seconds" | "to_timestamp_millis" | "to_timestamp_micros" | "to_timestamp_nanos"
-        | "to_date" | "make_date" | "to_char" | "arrow_cast" | "to_unixtime" => {
-            "it fails on unparseable input, and such a failure would reveal a private value"
-        }
+        "to_timestamp"
+        | "to_timestamp_seconds"
+        | "to_timestamp_millis"
+        | "to_timestamp_micros"
+        | "to_timestamp_nanos"
+        | "to_date"
+        | "make_date"
+        | "to_char"
+        | "arrow_cast"
+        | "to_unixtime" => "it fails on unparseable input, and such a failure would reveal a private value",
         "random" | "uuid" => "a random function would make the answer non-reproducible and its bounding unverifiable",
         "power" | "pow" | "gcd" | "lcm" | "factorial" => "it can fail on overflow for some private values",
         _ => return None,
@@ -68,32 +131,88 @@ pub fn check_row_expr(e: &Expr, context: &str) -> Result<()> {
             Expr::IsTrue(_) | Expr::IsFalse(_) | Expr::IsUnknown(_) | Expr::IsNotTrue(_) | Expr::IsNotFalse(_) | Expr::IsNotUnknown(_) => None,
             Expr::Negative(_) | Expr::Between(_) | Expr::Case(_) | Expr::Cast(_) | Expr::TryCast(_) => None,
             Expr::Like(l) | Expr::SimilarTo(l) => {
-                if matches!(*l.pattern, Expr::Literal(..)) { None } else { Some(refused(format!("LIKE with a non-literal pattern in {context}"), "a pattern built from private values can fail to compile", "use a literal pattern")) }
+                if matches!(*l.pattern, Expr::Literal(..)) {
+                    None
+                } else {
+                    Some(refused(
+                        format!("LIKE with a non-literal pattern in {context}"),
+                        "a pattern built from private values can fail to compile",
+                        "use a literal pattern",
+                    ))
+                }
             }
             Expr::InList(il) => {
-                if il.list.iter().all(|x| matches!(x, Expr::Literal(..))) { None } else { Some(refused(format!("IN list with non-literal values in {context}"), "only literal lists are understood", "list literal values")) }
+                if il.list.iter().all(|x| matches!(x, Expr::Literal(..))) {
+                    None
+                } else {
+                    Some(refused(format!("IN list with non-literal values in {context}"), "only literal lists are understood", "list literal values"))
+                }
             }
             Expr::BinaryExpr(b) => match b.op {
-                Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide | Operator::Modulo | Operator::Eq | Operator::NotEq
-                | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq | Operator::And | Operator::Or | Operator::IsDistinctFrom
-                | Operator::IsNotDistinctFrom | Operator::StringConcat | Operator::BitwiseAnd | Operator::BitwiseOr | Operator::BitwiseXor => None,
-                op => Some(refused(format!("operator `{op}` in {context}"), "dpq does not know it to be total on every input", "rewrite the expression with arithmetic, comparisons or CASE")),
+                Operator::Plus
+                | Operator::Minus
+                | Operator::Multiply
+                | Operator::Divide
+                | Operator::Modulo
+                | Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq
+                | Operator::And
+                | Operator::Or
+                | Operator::IsDistinctFrom
+                | Operator::IsNotDistinctFrom
+                | Operator::StringConcat
+                | Operator::BitwiseAnd
+                | Operator::BitwiseOr
+                | Operator::BitwiseXor => None,
+                op => Some(refused(
+                    format!("operator `{op}` in {context}"),
+                    "dpq does not know it to be total on every input",
+                    "rewrite the expression with arithmetic, comparisons or CASE",
+                )),
             },
             Expr::ScalarFunction(f) => {
                 let name = f.func.name().to_ascii_lowercase();
                 if TOTAL_FUNCTIONS.contains(&name.as_str()) {
                     None
                 } else if let Some(why) = refused_function_reason(&name) {
-                    Some(refused(format!("function `{name}` over private rows"), why, "transform the data at ingest, or use total functions (CASE, date_part, date_trunc, arithmetic)"))
+                    Some(refused(
+                        format!("function `{name}` over private rows"),
+                        why,
+                        "transform the data at ingest, or use total functions (CASE, date_part, date_trunc, arithmetic)",
+                    ))
                 } else {
-                    Some(refused(format!("function `{name}` over private rows"), "it is not on dpq's list of functions known to be total", "use date_part/EXTRACT, date_trunc, CASE, arithmetic, lower/upper/substr, coalesce"))
+                    Some(refused(
+                        format!("function `{name}` over private rows"),
+                        "it is not on dpq's list of functions known to be total",
+                        "use date_part/EXTRACT, date_trunc, CASE, arithmetic, lower/upper/substr, coalesce",
+                    ))
                 }
             }
-            Expr::AggregateFunction(_) => Some(refused(format!("aggregate function inside a row expression in {context}"), "nested aggregates are not understood", "compute per-person values in a sub-query grouped by the privacy unit")),
-            Expr::WindowFunction(_) => Some(refused("window function over private rows", "a window lets one person's rows change what is computed for others", "aggregate with GROUP BY instead; windows are fine on the noisy result (wrap the DP query in a sub-query)")),
-            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) | Expr::SetComparison(_) => Some(refused(format!("sub-query expression in {context}"), "sub-queries inside expressions over private rows are not understood", "join the tables instead")),
+            Expr::AggregateFunction(_) => Some(refused(
+                format!("aggregate function inside a row expression in {context}"),
+                "nested aggregates are not understood",
+                "compute per-person values in a sub-query grouped by the privacy unit",
+            )),
+            Expr::WindowFunction(_) => Some(refused(
+                "window function over private rows",
+                "a window lets one person's rows change what is computed for others",
+                "aggregate with GROUP BY instead; windows are fine on the noisy result (wrap the DP query in a sub-query)",
+            )),
+            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) | Expr::SetComparison(_) => Some(refused(
+                format!("sub-query expression in {context}"),
+                "sub-queries inside expressions over private rows are not understood",
+                "join the tables instead",
+            )),
             Expr::Placeholder(_) => Some(refused("placeholder", "parameters are not supported", "inline the value")),
-            other => Some(refused(format!("expression `{other}` in {context}"), "dpq does not understand it, and unknown shapes fail closed", "simplify the expression")),
+            other => Some(refused(
+                format!("expression `{other}` in {context}"),
+                "dpq does not understand it, and unknown shapes fail closed",
+                "simplify the expression",
+            )),
         };
         if let Some(b) = bad {
             err = Some(b);
@@ -285,7 +404,11 @@ pub fn infer_bounds(e: &Expr, col: &dyn Fn(&datafusion::common::Column) -> Optio
                 },
                 Operator::Modulo => match lit_f64(&b.right).map(f64::abs) {
                     Some(m) if m > 0.0 => {
-                        if l.0 >= 0.0 { (0.0, m) } else { (-m, m) }
+                        if l.0 >= 0.0 {
+                            (0.0, m)
+                        } else {
+                            (-m, m)
+                        }
                     }
                     _ => UNKNOWN,
                 },
@@ -300,12 +423,16 @@ pub fn infer_bounds(e: &Expr, col: &dyn Fn(&datafusion::common::Column) -> Optio
                     (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
                     _ => UNKNOWN,
                 },
-                "date_part" | "datepart" | "extract" if !a.is_empty() => {
-                    lit_str(&a[0]).and_then(|f| date_part_range(&f)).unwrap_or(UNKNOWN)
-                }
+                "date_part" | "datepart" | "extract" if !a.is_empty() => lit_str(&a[0]).and_then(|f| date_part_range(&f)).unwrap_or(UNKNOWN),
                 "abs" => {
                     let (lo, hi) = rec(&a[0]);
-                    if lo >= 0.0 { (lo, hi) } else if hi <= 0.0 { (-hi, -lo) } else { (0.0, lo.abs().max(hi)) }
+                    if lo >= 0.0 {
+                        (lo, hi)
+                    } else if hi <= 0.0 {
+                        (-hi, -lo)
+                    } else {
+                        (0.0, lo.abs().max(hi))
+                    }
                 }
                 "floor" | "ceil" | "round" | "trunc" => {
                     let (lo, hi) = rec(&a[0]);
@@ -322,9 +449,7 @@ pub fn infer_bounds(e: &Expr, col: &dyn Fn(&datafusion::common::Column) -> Optio
                 "coalesce" | "nvl" | "ifnull" => a.iter().map(rec).reduce(hull).unwrap_or(UNKNOWN),
                 "nullif" => rec(&a[0]),
                 "signum" | "sin" | "cos" => (-1.0, 1.0),
-                "length" | "char_length" | "character_length" | "octet_length" | "bit_length" | "strpos" | "instr" | "ascii" => {
-                    (0.0, f64::INFINITY)
-                }
+                "length" | "char_length" | "character_length" | "octet_length" | "bit_length" | "strpos" | "instr" | "ascii" => (0.0, f64::INFINITY),
                 _ => UNKNOWN,
             }
         }

@@ -47,8 +47,13 @@ pub enum AggKind {
     CountUnits,
     Sum,
     Avg,
-    Variance { sample: bool, stddev: bool },
-    Quantile { q: f64 },
+    Variance {
+        sample: bool,
+        stddev: bool,
+    },
+    Quantile {
+        q: f64,
+    },
 }
 
 impl AggKind {
@@ -125,7 +130,10 @@ impl DpQuery {
 #[derive(Debug, Clone)]
 pub enum Analysis {
     /// Reads only public tables: answered as is, no charge.
-    Public { plan: LogicalPlan, tables: BTreeSet<String> },
+    Public {
+        plan: LogicalPlan,
+        tables: BTreeSet<String>,
+    },
     Dp(Box<DpQuery>),
 }
 
@@ -212,10 +220,7 @@ pub async fn analyze(ctx: &SessionContext, config: &Config, domains: &PublicDoma
         _ => {}
     }
     // make implicit casts explicit, so that they can be made total
-    let plan = state
-        .analyzer()
-        .execute_and_check(plan, state.config_options(), |_, _| {})
-        .map_err(super::error::sql)?;
+    let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(super::error::sql)?;
     let tables = tables_of(&plan);
     if !is_private_scan(config, &plan) {
         return Ok(Analysis::Public { plan, tables });
@@ -385,18 +390,7 @@ impl Analyzer<'_> {
         let per_person = is_per_person(&agg.input, &rel);
         let mut tables = tables_of(&plan);
         tables.extend(self.tables.iter().cloned());
-        Ok(DpQuery {
-            agg_schema: agg.schema.clone(),
-            plan: plan.clone(),
-            depth,
-            source,
-            unit_name: unit.name.clone(),
-            unit,
-            keys,
-            aggs,
-            tables,
-            per_person,
-        })
+        Ok(DpQuery { agg_schema: agg.schema.clone(), plan: plan.clone(), depth, source, unit_name: unit.name.clone(), unit, keys, aggs, tables, per_person })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -415,7 +409,11 @@ impl Analyzer<'_> {
             other => other,
         };
         let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
-            return Err(refused(format!("aggregate expression `{e}`"), "not understood", "use COUNT, SUM, AVG, VARIANCE, STDDEV, MEDIAN or APPROX_PERCENTILE_CONT"));
+            return Err(refused(
+                format!("aggregate expression `{e}`"),
+                "not understood",
+                "use COUNT, SUM, AVG, VARIANCE, STDDEV, MEDIAN or APPROX_PERCENTILE_CONT",
+            ));
         };
         let fname = func.name().to_ascii_lowercase();
         let display = name.to_string();
@@ -473,7 +471,13 @@ impl Analyzer<'_> {
                 });
                 match q {
                     Some(q) if q > 0.0 && q < 1.0 => AggKind::Quantile { q },
-                    _ => return Err(refused(format!("{display}"), "the percentile must be a literal strictly between 0 and 1", "e.g. APPROX_PERCENTILE_CONT(x, 0.9)")),
+                    _ => {
+                        return Err(refused(
+                            format!("{display}"),
+                            "the percentile must be a literal strictly between 0 and 1",
+                            "e.g. APPROX_PERCENTILE_CONT(x, 0.9)",
+                        ));
+                    }
                 }
             }
             "min" | "max" => {
@@ -492,7 +496,11 @@ impl Analyzer<'_> {
             }
         };
         if params.distinct && kind != AggKind::CountUnits {
-            return Err(refused(format!("{display}"), "DISTINCT inside this aggregate is not supported", "remove DISTINCT, or de-duplicate per person in a sub-query"));
+            return Err(refused(
+                format!("{display}"),
+                "DISTINCT inside this aggregate is not supported",
+                "remove DISTINCT, or de-duplicate per person in a sub-query",
+            ));
         }
         let mut bounds = None;
         let mut integer = false;
@@ -573,9 +581,10 @@ impl Analyzer<'_> {
             LogicalPlan::TableScan(ts) => {
                 let name = ts.table_name.table().to_string();
                 self.tables.insert(name.clone());
-                let tc = self.config.table(&name).ok_or_else(|| {
-                    refused(format!("table `{name}`"), "it is not declared in dpq.toml", format!("declare [tables.{name}]"))
-                })?;
+                let tc = self
+                    .config
+                    .table(&name)
+                    .ok_or_else(|| refused(format!("table `{name}`"), "it is not declared in dpq.toml", format!("declare [tables.{name}]")))?;
                 if !ts.filters.is_empty() || ts.fetch.is_some() {
                     return Err(refused("a pre-filtered table scan", "not produced by SQL planning", "report this as a bug"));
                 }
@@ -844,11 +853,7 @@ impl Analyzer<'_> {
         }
         let name = func.name().to_ascii_lowercase();
         let lookup = |c: &Column| -> Option<ColInfo> { schema.index_of_column(c).ok().map(|i| rel.cols[i].clone()) };
-        let arg = if !params.order_by.is_empty() && name.contains("percentile") {
-            Some(params.order_by[0].expr.clone())
-        } else {
-            params.args.first().cloned()
-        };
+        let arg = if !params.order_by.is_empty() && name.contains("percentile") { Some(params.order_by[0].expr.clone()) } else { params.args.first().cloned() };
         if let Some(a) = &arg {
             check_row_expr(a, "a per-person aggregate")?;
         }
@@ -856,8 +861,9 @@ impl Analyzer<'_> {
         let inf = f64::INFINITY;
         let bounds = match name.as_str() {
             "count" | "approx_distinct" => Some((0.0, inf)),
-            "min" | "max" | "avg" | "mean" | "median" | "approx_median" | "approx_percentile_cont" | "percentile_cont" | "first_value"
-            | "last_value" => Some(ab),
+            "min" | "max" | "avg" | "mean" | "median" | "approx_median" | "approx_percentile_cont" | "percentile_cont" | "first_value" | "last_value" => {
+                Some(ab)
+            }
             "sum" => Some((if ab.0 >= 0.0 { 0.0 } else { -inf }, if ab.1 <= 0.0 { 0.0 } else { inf })),
             "var" | "var_samp" | "var_pop" | "variance" | "variance_pop" => finite(ab).map(|(lo, hi)| (0.0, (hi - lo).powi(2) / 4.0 * 2.0)),
             "stddev" | "stddev_samp" | "stddev_pop" => finite(ab).map(|(lo, hi)| (0.0, (hi - lo))),

@@ -82,7 +82,9 @@ impl Family {
     }
     pub fn describe(&self) -> String {
         match *self {
-            Family::L1 { max_rows_per_unit } => format!("L1: ≤ {max_rows_per_unit} row{} per person (uniform sample)", if max_rows_per_unit == 1 { "" } else { "s" }),
+            Family::L1 { max_rows_per_unit } => {
+                format!("L1: ≤ {max_rows_per_unit} row{} per person (uniform sample)", if max_rows_per_unit == 1 { "" } else { "s" })
+            }
             Family::L0Linf { max_groups_per_unit, max_rows_per_group } => format!(
                 "L0/Linf: ≤ {max_groups_per_unit} group{} per person{}, ≤ {max_rows_per_group} row{} per person and group",
                 if max_groups_per_unit == 1 { "" } else { "s" },

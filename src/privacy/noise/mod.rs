@@ -48,10 +48,7 @@ impl Noise {
         }
         let sens = sensitivity.max(1);
         // b = Δ / ε = Δ · 10¹⁸ / E
-        let t = sens.checked_mul(SCALE).ok_or_else(|| NoiseError::OutOfRange {
-            sensitivity: sens.to_string(),
-            epsilon: epsilon.to_string(),
-        })?;
+        let t = sens.checked_mul(SCALE).ok_or_else(|| NoiseError::OutOfRange { sensitivity: sens.to_string(), epsilon: epsilon.to_string() })?;
         if t / epsilon.atto() > 1u128 << 62 {
             return Err(NoiseError::OutOfRange { sensitivity: sens.to_string(), epsilon: epsilon.to_string() });
         }
@@ -195,12 +192,7 @@ pub struct Noisy {
 
 /// Release `exact + Z`.
 pub fn release<R: RngCore + CryptoRng>(rng: &mut R, exact: i128, noise: &Noise, confidence: f64) -> Noisy {
-    Noisy {
-        value: exact.saturating_add(noise.sample(rng)),
-        stddev: noise.stddev(),
-        halfwidth: noise.halfwidth(confidence),
-        confidence,
-    }
+    Noisy { value: exact.saturating_add(noise.sample(rng)), stddev: noise.stddev(), halfwidth: noise.halfwidth(confidence), confidence }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ fn popular_keys_are_kept_and_rare_ones_dropped() {
     let mut r = rand_chacha::ChaCha20Rng::seed_from_u64(9);
     let opt = Optimal::new(a("1"), a("1e-6"), 1).unwrap();
     assert!((0..1000).all(|_| opt.keep(&mut r, 60)));
-    assert!((0..1000).all(|_| !opt.keep(&mut r, 1)) );
+    assert!((0..1000).all(|_| !opt.keep(&mut r, 1)));
     let lap = LaplaceThreshold::new(a("1"), a("1e-6"), 1).unwrap();
     assert!((0..1000).filter(|_| lap.keep(&mut r, 60)).count() > 990);
     // the optimal mechanism needs fewer units than thresholding

@@ -124,7 +124,13 @@ pub fn em_quantile<R: RngCore + CryptoRng>(rng: &mut R, hist: &[u64], q: f64, ep
     for &h in hist {
         let upto = below + h as u128;
         let (lo, hi) = (d * below, d * upto);
-        dist.push(if target < lo { lo - target } else if target > hi { target - hi } else { 0 });
+        dist.push(if target < lo {
+            lo - target
+        } else if target > hi {
+            target - hi
+        } else {
+            0
+        });
         below = upto;
     }
     let min = *dist.iter().min().expect("non-empty domain");

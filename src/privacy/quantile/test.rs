@@ -57,7 +57,13 @@ fn interval_covers_the_true_quantile() {
     }
     // true median bin
     let mut acc = 0;
-    let true_bin = hist.iter().position(|&h| { acc += h; acc as f64 >= 2500.0 }).unwrap();
+    let true_bin = hist
+        .iter()
+        .position(|&h| {
+            acc += h;
+            acc as f64 >= 2500.0
+        })
+        .unwrap();
     let (tlo, thi) = dom.edges(true_bin);
     let mut covered = 0;
     for _ in 0..100 {

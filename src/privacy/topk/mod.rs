@@ -31,9 +31,7 @@ pub fn difference_tail(noise: &Noise, g: u128) -> f64 {
             let alpha = (-1.0 / b).exp();
             let norm = (1.0 - alpha) / (1.0 + alpha);
             // P(Z' ≥ t) for integer t
-            let upper = |t: i128| -> f64 {
-                if t >= 1 { alpha.powf(t as f64) / (1.0 + alpha) } else { 1.0 - alpha.powf((1 - t) as f64) / (1.0 + alpha) }
-            };
+            let upper = |t: i128| -> f64 { if t >= 1 { alpha.powf(t as f64) / (1.0 + alpha) } else { 1.0 - alpha.powf((1 - t) as f64) / (1.0 + alpha) } };
             let w = (b * 60.0) as i128 + 60;
             (-w..=w).map(|z| norm * alpha.powf(z.unsigned_abs() as f64) * upper(g as i128 + z)).sum()
         }
