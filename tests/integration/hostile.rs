@@ -150,6 +150,14 @@ fn bad_input_files_are_explained_and_lose_nothing() {
 
 /// SIGKILL an ingest at random points: afterwards no partial part is visible,
 /// every listed part is intact, and the next ingest works.
+/// Start `dpq --data DATA ARGS…` and SIGKILL it after `delay_ms`.
+fn kill_after(data: &std::path::Path, args: &[&str], delay_ms: u64) {
+    let mut child = dpq().arg("--data").arg(data).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn sigkill_during_ingest_leaves_no_partial_part() {
     let (d, data) = dataset();
@@ -163,17 +171,7 @@ fn sigkill_during_ingest_leaves_no_partial_part() {
     for _ in 0..12 {
         lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let delay = (lcg >> 33) % typical.max(1);
-        let mut child = dpq()
-            .arg("--data")
-            .arg(&data)
-            .args(["ingest", "messages", file.to_str().unwrap(), "--force"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(&data, &["ingest", "messages", file.to_str().unwrap(), "--force"], delay);
         // every listed part exists and matches its hash; nothing else is visible
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("tables/messages/manifest.json")).unwrap()).unwrap();
         for p in m["parts"].as_array().unwrap() {
@@ -255,17 +253,7 @@ fn sigkill_during_report_is_recoverable() {
     let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/annual_report.toml");
     let out = d.path().join("r");
     for delay in [50u64, 400, 900, 1500] {
-        let mut child = dpq()
-            .arg("--data")
-            .arg(&data)
-            .args(["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(&data, &["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()], delay);
         assert_eq!(json(&data, &["budget", "--verify", "--format", "json"])["ok"], true);
     }
     let spent_before = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].clone();
