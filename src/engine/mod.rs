@@ -170,9 +170,17 @@ impl Engine {
         let mut cal = cal.clone();
         let mut notes = Vec::new();
         if cal.auto_bounds_epsilon > Amount::ZERO {
+            // the public cap on groups per person: the declared domain's size (read before any private row)
+            let cap = if q.keys.is_empty() {
+                None
+            } else if groups.domain_complete {
+                Some(groups.len() as u64)
+            } else {
+                Some(u64::MAX)
+            };
             let stats = bounded::stats_plan(q, &cal)?;
             let shapes = bounded::unit_shapes(&self.sessions, &stats, &mut groups).await?;
-            let (c, l0, linf) = auto_bounds(&shapes, cal.auto_bounds_epsilon, !q.keys.is_empty(), &mut stream(0))?;
+            let (c, l0, linf) = auto_bounds(&shapes, cal.auto_bounds_epsilon, cap, &mut stream(0))?;
             let params = QueryParams { max_rows_per_unit: Some(c), max_groups_per_unit: Some(l0), max_rows_per_group: Some(linf), ..params_of(&cal) };
             let (family, alt, why) = plan::choose_family(q, &params, c, l0, linf);
             let auto_eps = cal.auto_bounds_epsilon;
@@ -235,21 +243,37 @@ fn params_of(cal: &Calibration) -> QueryParams {
 /// Percentile of per-person contributions that `--auto-bounds` aims to keep whole.
 pub const AUTO_BOUNDS_LEVEL: f64 = 0.9;
 
+/// Base measure of the `--auto-bounds` quantiles: bin k (bound 2^(k+1) − 1)
+/// weighs exp(−k) before the data is seen (see
+/// [`quantile::em_quantile_with_prior`]). Without it, few people or a small ε
+/// let the ~30 empty bins above the data outvote the right one, and the chosen
+/// bounds were absurd (≤ 2³⁷ rows per person on data with a few hundred).
+pub const AUTO_BOUNDS_PRIOR: (u64, u64) = (1, 1);
+
 /// DP choice of (C, L0, Linf) from per-person contribution shapes: three
-/// exponential-mechanism quantiles (ε/3 each, one value per person) over log₂ bins.
-pub fn auto_bounds<R: RngCore + CryptoRng>(shapes: &[bounding::UnitShape], epsilon: Amount, grouped: bool, rng: &mut R) -> Result<(u64, u64, u64)> {
+/// exponential-mechanism quantiles (ε/3 each, one value per person) over log₂
+/// bins, with the decreasing base measure [`AUTO_BOUNDS_PRIOR`].
+///
+/// `groups` is `None` for a global aggregate, else the most groups a person can
+/// touch as far as public knowledge goes: the size of the declared key domain,
+/// or `u64::MAX` when some key has none. L0 candidates stop at that size.
+pub fn auto_bounds<R: RngCore + CryptoRng>(shapes: &[bounding::UnitShape], epsilon: Amount, groups: Option<u64>, rng: &mut R) -> Result<(u64, u64, u64)> {
     let third = epsilon.mul_ratio_floor(1, 3);
-    let mut pick = |f: &dyn Fn(&bounding::UnitShape) -> u64| -> Result<u64> {
-        let mut hist = vec![0u64; 41];
+    let mut pick = |f: &dyn Fn(&bounding::UnitShape) -> u64, cap: u64| -> Result<u64> {
+        let mut hist = vec![0u64; bounding::log2_bin(cap) + 1];
         for s in shapes {
-            hist[bounding::log2_bin(f(s))] += 1;
+            hist[bounding::log2_bin(f(s).min(cap))] += 1;
         }
-        let bin = quantile::em_quantile(rng, &hist, AUTO_BOUNDS_LEVEL, third, 1).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        Ok(bounding::log2_bin_upper(bin).max(1))
+        let bin =
+            quantile::em_quantile_with_prior(rng, &hist, AUTO_BOUNDS_LEVEL, third, 1, AUTO_BOUNDS_PRIOR).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(bounding::log2_bin_upper(bin).clamp(1, cap))
     };
-    let c = pick(&|s| s.rows)?;
-    let l0 = if grouped { pick(&|s| s.groups)? } else { 1 };
-    let linf = pick(&|s| s.max_rows_in_group)?;
+    let c = pick(&|s| s.rows, u64::MAX)?;
+    let l0 = match groups {
+        Some(cap) => pick(&|s| s.groups, cap.max(1))?,
+        None => 1,
+    };
+    let linf = pick(&|s| s.max_rows_in_group, u64::MAX)?;
     Ok((c, l0, linf))
 }
 

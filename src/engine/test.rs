@@ -404,3 +404,52 @@ fn neighbour_audits_light() {
 fn neighbour_audits_full() {
     run_audits(1_000_000, 0.01);
 }
+
+/// `--auto-bounds` with few people and a small ε (the regime of the 2026-11
+/// defect: 1 166 people, ε = 0.1 for bounds): the chosen bounds sit at the 90th
+/// percentile of the per-person sizes, give or take a log₂ bin, and rarely run
+/// off into the empty bins above the data (before the fix: most of the time).
+#[test]
+fn auto_bounds_track_the_contribution_quantiles_with_few_people() {
+    use crate::privacy::bounding::{UnitShape, log2_bin};
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    // heavy-tailed rows per person (log-uniform over 2^4..2^11), 1..24 groups
+    let shapes: Vec<UnitShape> = (0..1166)
+        .map(|_| {
+            let rows = 2f64.powf(r.random_range(4.0..11.0)) as u64;
+            let groups = r.random_range(1..=24u64).min(rows);
+            UnitShape { rows, groups, max_rows_in_group: rows.div_ceil(groups) + r.random_range(0..5) }
+        })
+        .collect();
+    let q90 = |f: &dyn Fn(&UnitShape) -> u64| {
+        let mut v: Vec<u64> = shapes.iter().map(f).collect();
+        v.sort();
+        log2_bin(v[(v.len() * 9).div_ceil(10) - 1])
+    };
+    let (tc, tl0, tlinf) = (q90(&|s| s.rows), q90(&|s| s.groups), q90(&|s| s.max_rows_in_group));
+    let eps: Amount = "0.1".parse().unwrap();
+    let runs = 200;
+    let (mut near, mut far_above) = ([0; 3], [0; 3]);
+    for _ in 0..runs {
+        let (c, l0, linf) = auto_bounds(&shapes, eps, Some(u64::MAX), &mut r).unwrap();
+        for (i, (got, truth)) in [(c, tc), (l0, tl0), (linf, tlinf)].into_iter().enumerate() {
+            let off = log2_bin(got) as i64 - truth as i64;
+            if off.abs() <= 1 {
+                near[i] += 1;
+            }
+            if off > 2 {
+                far_above[i] += 1;
+            }
+        }
+    }
+    // a declared domain of 24 groups caps L0 (public knowledge, no ε)
+    for _ in 0..50 {
+        let (_, l0, _) = auto_bounds(&shapes, eps, Some(24), &mut r).unwrap();
+        assert!(l0 <= 24, "L0 {l0} above the 24 declared groups");
+    }
+    for i in 0..3 {
+        assert!(near[i] >= runs * 9 / 10, "bound {i}: within one log₂ bin of the 90th percentile only {}/{runs} times", near[i]);
+        assert!(far_above[i] <= runs / 20, "bound {i}: more than two log₂ bins above the 90th percentile {}/{runs} times", far_above[i]);
+    }
+}

@@ -111,9 +111,34 @@ fn level(q: f64) -> Result<u64, QuantileError> {
 /// Exact exponential-mechanism quantile: the index of the chosen bin.
 /// `m` is the most values one unit contributes to `hist`.
 pub fn em_quantile<R: RngCore + CryptoRng>(rng: &mut R, hist: &[u64], q: f64, epsilon: Amount, m: u64) -> Result<usize, QuantileError> {
+    em_quantile_with_prior(rng, hist, q, epsilon, m, (0, 1))
+}
+
+/// [`em_quantile`] with a data-independent base measure μ(k) = exp(−p·k),
+/// p = `per_bin.0 / per_bin.1` ≥ 0: bin k is picked with probability
+/// ∝ μ(k)·exp(ε·u(k)/(2Δu)).
+///
+/// The exponential mechanism is ε-DP for any base measure fixed before the data
+/// is seen (McSherry & Talwar 2007, Theorem 6): μ cancels in the ratio of the
+/// two neighbours' probabilities. A decreasing μ matters on wide geometric
+/// domains (bounds chosen over log₂ bins): all the empty bins above the data
+/// share the utility of "everything is below", and with few people or a small ε
+/// their number, not their utility, decides — the uniform measure then picks a
+/// bound far beyond every person (the `--auto-bounds` defect of 2026-11). With
+/// μ(k) = exp(−p·k) those bins weigh a geometric series, and the price is a
+/// shift of at most p·2Δu/ε in rank per bin toward smaller bins.
+pub fn em_quantile_with_prior<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    hist: &[u64],
+    q: f64,
+    epsilon: Amount,
+    m: u64,
+    per_bin: (u64, u64),
+) -> Result<usize, QuantileError> {
     if epsilon.is_zero() {
         return Err(QuantileError::ZeroEpsilon);
     }
+    assert!(per_bin.1 > 0, "prior denominator must be positive");
     let qn = level(q)? as u128;
     let d = LEVEL_DEN as u128;
     let n: u128 = hist.iter().map(|&h| h as u128).sum();
@@ -133,14 +158,21 @@ pub fn em_quantile<R: RngCore + CryptoRng>(rng: &mut R, hist: &[u64], q: f64, ep
         });
         below = upto;
     }
-    let min = *dist.iter().min().expect("non-empty domain");
     let du = qn.max(d - qn) * m.max(1) as u128;
-    // γ_k = ε (dist_k − min) / (2 Δu) = E (dist_k − min) / (2 Δu 10¹⁸)
+    // γ_k = ε·dist_k/(2Δu) + p·k − min_j(…), over the common denominator
+    // 2·Δu·10¹⁸·p_den: num_k = E·dist_k·p_den + p_num·k·2·Δu·10¹⁸.
     let e = BigUint::from(epsilon.atto());
-    let den = BigUint::from(du) * BigUint::from(SCALE) * 2u32;
+    let scale_den = BigUint::from(du) * BigUint::from(SCALE) * 2u32;
+    let den = &scale_den * BigUint::from(per_bin.1);
+    let nums: Vec<BigUint> = dist
+        .iter()
+        .enumerate()
+        .map(|(k, &dk)| &e * BigUint::from(dk) * BigUint::from(per_bin.1) + &scale_den * BigUint::from(per_bin.0) * BigUint::from(k))
+        .collect();
+    let min = nums.iter().min().expect("non-empty domain").clone();
     loop {
         let k = rng.random_range(0..hist.len());
-        let num = &e * BigUint::from(dist[k] - min);
+        let num = &nums[k] - &min;
         if bernoulli_exp_big(rng, &num, &den) {
             return Ok(k);
         }

@@ -87,3 +87,43 @@ fn domains() {
     assert_eq!(d.bins, 1024);
     assert!(Domain::new(f64::NAN, 1.0, false).is_err());
 }
+
+#[test]
+fn em_with_prior_matches_exact_probabilities() {
+    // weights μ(k)·exp(ε u(k)/(2Δ)) with μ(k) = exp(−k/2)
+    let hist = [3u64, 1, 0, 2];
+    let eps = a("2");
+    let mut r = rng(4);
+    let trials = 60_000;
+    let mut counts = [0u64; 4];
+    for _ in 0..trials {
+        counts[em_quantile_with_prior(&mut r, &hist, 0.5, eps, 1, (1, 2)).unwrap()] += 1;
+    }
+    let w: Vec<f64> =
+        [0.0, 0.0, 1.0, 1.0].iter().enumerate().map(|(k, d): (usize, &f64)| (-2.0 * d * 1e6 / (2.0 * 500_000.0) - k as f64 / 2.0).exp()).collect();
+    let z: f64 = w.iter().sum();
+    let mut stat = 0.0;
+    for k in 0..4 {
+        let e = trials as f64 * w[k] / z;
+        stat += (counts[k] as f64 - e).powi(2) / e;
+    }
+    let p = crate::privacy::special::chi2_sf(stat, 3.0);
+    assert!(p > 1e-8, "χ²={stat} p={p}");
+}
+
+#[test]
+fn prior_keeps_the_pick_out_of_empty_upper_bins() {
+    // 1 000 people in bins 5..=9, 31 empty bins above, small ε: the uniform
+    // measure lands above the data most of the time, exp(−k) almost never.
+    let mut hist = vec![0u64; 41];
+    for (k, n) in [(5, 200), (6, 300), (7, 300), (8, 150), (9, 50)] {
+        hist[k] = n;
+    }
+    let eps = a("0.033");
+    let mut r = rng(5);
+    let above = |r: &mut rand_chacha::ChaCha20Rng, prior| (0..300).filter(|_| em_quantile_with_prior(r, &hist, 0.9, eps, 1, prior).unwrap() > 10).count();
+    let uniform = above(&mut r, (0, 1));
+    let decaying = above(&mut r, (1, 1));
+    assert!(uniform > 120, "uniform measure above the data {uniform}/300");
+    assert!(decaying < 15, "exp(−k) measure above the data {decaying}/300");
+}
