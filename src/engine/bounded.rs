@@ -6,10 +6,15 @@
 //! Sort: __u
 //!   Aggregate: groupBy=[__u, __k0, …(, __b)], aggr=[count(*) AS __rows,
 //!              count(__vj) AS __cj, sum(CAST(__vj AS DECIMAL(38,0))) AS __sj, (sum of squares AS __qj)]
-//!     Filter: __u IS NOT NULL AND __k IN (domain) …
-//!       Projection: unit AS __u, key AS __k0, encode(clamp(arg)) AS __vj …
+//!     Filter: __u IS NOT NULL (AND key IN (domain) for a key with a domain when another key has none)
+//!       Projection: unit AS __u, key AS __k0 | CASE key WHEN d0 THEN 0 … END AS __k0, encode(clamp(arg)) AS __vj …
 //!         <source rows, with row expressions made total>
 //! ```
+//! When every group key has a declared domain (the common case: emoji from a
+//! public catalogue, hour, age group) each key is replaced by its index in the
+//! domain — a `CASE key WHEN …` that DataFusion evaluates as one hash lookup, NULL
+//! outside the domain — so the per-person aggregate groups by small integers
+//! instead of strings, and a group's id is the mixed-radix number of its codes.
 //! Values are clamped to their bounds and encoded on the fixed-point grid before
 //! the sums, which accumulate in i128 (Decimal128). Nothing DataFusion sums in
 //! floating point is released.
@@ -43,6 +48,8 @@ pub struct BoundedPlan {
     values: Vec<(usize, bool, bool)>,
     /// quantile plan: index of its aggregate
     quantile: Option<usize>,
+    /// the keys are Int32 domain codes (every key has a declared domain)
+    coded: bool,
 }
 
 impl BoundedPlan {
@@ -76,12 +83,38 @@ fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
     when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(idx).expect("case builds")
 }
 
+/// A declared domain's distinct values, first occurrence first: code i is the
+/// i-th value here, both in the plan's CASE and in [`Groups`].
+fn unique_values(d: &super::analyze::exprs::Domain) -> Vec<ScalarValue> {
+    let mut seen = std::collections::HashSet::new();
+    d.values.iter().filter(|v| seen.insert((*v).clone())).cloned().collect()
+}
+
+/// Whether the plan groups by domain codes: every key has a declared domain.
+fn coded(q: &DpQuery) -> bool {
+    !q.keys.is_empty() && q.keys.iter().all(|k| k.domain.is_some())
+}
+
+/// The expression of group key `i`: its domain code when the plan is coded.
+fn key_expr(q: &DpQuery, i: usize) -> Expr {
+    let k = &q.keys[i];
+    let e = match (&k.domain, coded(q)) {
+        (Some(d), true) => {
+            let vals = unique_values(d);
+            let when_then = vals.into_iter().enumerate().map(|(c, v)| (Box::new(Expr::Literal(v, None)), Box::new(lit(c as i32)))).collect();
+            Expr::Case(datafusion::logical_expr::expr::Case { expr: Some(Box::new(k.expr.clone())), when_then_expr: when_then, else_expr: None })
+        }
+        _ => k.expr.clone(),
+    };
+    e.alias(format!("__k{i}"))
+}
+
 /// Build the partials plan for the non-quantile aggregates (always built: it also
 /// yields rows and distinct people per group).
 pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
     let mut proj = vec![Expr::Column(q.unit.clone()).alias(U)];
-    for (i, k) in q.keys.iter().enumerate() {
-        proj.push(k.expr.clone().alias(format!("__k{i}")));
+    for i in 0..q.keys.len() {
+        proj.push(key_expr(q, i));
     }
     let mut values = Vec::new();
     for (j, a) in q.aggs.iter().enumerate() {
@@ -121,7 +154,7 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
         .map_err(super::error::sql)?
         .build()
         .map_err(super::error::sql)?;
-    Ok(BoundedPlan { plan, keys: q.keys.len(), values, quantile: None })
+    Ok(BoundedPlan { plan, keys: q.keys.len(), values, quantile: None, coded: coded(q) })
 }
 
 /// The partials plan of one quantile aggregate: counts per (person, group, bin).
@@ -129,8 +162,8 @@ pub fn quantile_plan(q: &DpQuery, cal: &Calibration, j: usize) -> Result<Bounded
     let a = &q.aggs[j];
     let (dom, _, _) = cal.aggs[j].quantile.expect("quantile calibrated");
     let mut proj = vec![Expr::Column(q.unit.clone()).alias(U)];
-    for (i, k) in q.keys.iter().enumerate() {
-        proj.push(k.expr.clone().alias(format!("__k{i}")));
+    for i in 0..q.keys.len() {
+        proj.push(key_expr(q, i));
     }
     proj.push(bin_expr(a.arg.clone().expect("arg"), &dom).alias("__b"));
     let mut group: Vec<Expr> = vec![col(U)];
@@ -147,11 +180,17 @@ pub fn quantile_plan(q: &DpQuery, cal: &Calibration, j: usize) -> Result<Bounded
         .map_err(super::error::sql)?
         .build()
         .map_err(super::error::sql)?;
-    Ok(BoundedPlan { plan, keys: q.keys.len(), values: vec![], quantile: Some(j) })
+    Ok(BoundedPlan { plan, keys: q.keys.len(), values: vec![], quantile: Some(j), coded: coded(q) })
 }
 
+/// Rows to aggregate: a known person, and keys inside their declared domains.
+/// A coded plan needs no domain filter (a code is NULL outside the domain and
+/// [`Groups`] drops it), which spares a second lookup per row.
 fn key_filter(q: &DpQuery) -> Expr {
     let mut f = col(U).is_not_null();
+    if coded(q) {
+        return f;
+    }
     for (i, k) in q.keys.iter().enumerate() {
         if let Some(d) = &k.domain {
             let list: Vec<Expr> = d.values.iter().map(|v| Expr::Literal(v.clone(), None)).collect();
@@ -164,16 +203,19 @@ fn key_filter(q: &DpQuery) -> Expr {
 /// Dense ids for group keys, in a deterministic (key-byte) order.
 pub struct Groups {
     converter: RowConverter,
-    ids: HashMap<OwnedRow, u32>,
+    /// Row-format key bytes → id (looked up by `&[u8]`: no allocation per row).
+    ids: HashMap<Box<[u8]>, u32>,
     pub keys: Vec<Vec<ScalarValue>>,
     rows: Vec<OwnedRow>,
     pub domain_complete: bool,
+    /// Per key, the number of distinct domain values (mixed-radix digits of an id).
+    radix: Vec<u32>,
 }
 
 impl Groups {
     pub fn new(q: &DpQuery) -> Result<Groups> {
         let converter = RowConverter::new(q.keys.iter().map(|k| SortField::new(k.data_type.clone())).collect()).map_err(arrow_err)?;
-        let mut g = Groups { converter, ids: HashMap::new(), keys: Vec::new(), rows: Vec::new(), domain_complete: false };
+        let mut g = Groups { converter, ids: HashMap::new(), keys: Vec::new(), rows: Vec::new(), domain_complete: false, radix: Vec::new() };
         // a global aggregate has exactly one (empty) group
         if q.keys.is_empty() {
             g.keys.push(vec![]);
@@ -184,10 +226,11 @@ impl Groups {
             // zero-filled cartesian product of the domains
             let mut combos: Vec<Vec<ScalarValue>> = vec![vec![]];
             for k in &q.keys {
-                let d = k.domain.as_ref().unwrap();
-                let mut next = Vec::with_capacity(combos.len() * d.values.len());
+                let values = unique_values(k.domain.as_ref().unwrap());
+                g.radix.push(values.len() as u32);
+                let mut next = Vec::with_capacity(combos.len() * values.len());
                 for c in &combos {
-                    for v in &d.values {
+                    for v in &values {
                         let mut c2 = c.clone();
                         c2.push(v.clone());
                         next.push(c2);
@@ -202,11 +245,13 @@ impl Groups {
                 let arrays: Vec<ArrayRef> = c.iter().map(|v| v.to_array()).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
                 let rows = g.converter.convert_columns(&arrays).map_err(arrow_err)?;
                 let r = rows.row(0).owned();
-                if !g.ids.contains_key(&r) {
-                    g.ids.insert(r.clone(), g.keys.len() as u32);
-                    g.keys.push(c);
-                    g.rows.push(r);
+                // distinct values per key make distinct combinations: the id of a
+                // combination is its mixed-radix number, as coded plans compute it
+                if g.ids.insert(r.row().as_ref().into(), g.keys.len() as u32).is_some() {
+                    return Err(EngineError::Invalid("internal error: two domain values encode alike".into()));
                 }
+                g.keys.push(c);
+                g.rows.push(r);
             }
             g.domain_complete = true;
         }
@@ -234,7 +279,7 @@ impl Groups {
     fn id(&mut self, key_cols: &[ArrayRef], rows: Option<&datafusion::arrow::row::Rows>, i: usize) -> Result<Option<u32>> {
         let Some(rows) = rows else { return Ok(Some(0)) }; // global aggregate
         let r = rows.row(i);
-        if let Some(&id) = self.ids.get(&r.owned()) {
+        if let Some(&id) = self.ids.get(r.as_ref()) {
             return Ok(Some(id));
         }
         if self.domain_complete {
@@ -243,10 +288,27 @@ impl Groups {
         let vals: Vec<ScalarValue> =
             key_cols.iter().map(|c| ScalarValue::try_from_array(c, i)).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
         let id = self.keys.len() as u32;
-        self.ids.insert(r.owned(), id);
+        self.ids.insert(r.as_ref().into(), id);
         self.keys.push(vals);
         self.rows.push(r.owned());
         Ok(Some(id))
+    }
+
+    /// The id of row `i` of a coded plan: the mixed-radix number of its domain
+    /// codes, `None` when a code is NULL (a key outside its domain).
+    fn coded_id(&self, codes: &[&datafusion::arrow::array::Int32Array], i: usize) -> Option<u32> {
+        let mut id: u32 = 0;
+        for (c, &r) in codes.iter().zip(&self.radix) {
+            if c.is_null(i) {
+                return None;
+            }
+            let v = c.value(i);
+            if v < 0 || v as u32 >= r {
+                return None;
+            }
+            id = id * r + v as u32;
+        }
+        Some(id)
     }
 
     fn key_order(&self, a: u32, b: u32) -> std::cmp::Ordering {
@@ -358,7 +420,16 @@ async fn for_each_unit(
         }
         let urows = unit_conv.as_ref().unwrap().convert_columns(&[ucol]).map_err(arrow_err)?;
         let key_cols: Vec<ArrayRef> = (0..plan.keys).map(|i| batch.column(1 + i).clone()).collect();
-        let krows = if plan.keys == 0 { None } else { Some(groups.converter.convert_columns(&key_cols).map_err(arrow_err)?) };
+        let codes: Vec<&datafusion::arrow::array::Int32Array> = if plan.coded {
+            key_cols
+                .iter()
+                .map(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int32Type>())
+                .collect::<Option<_>>()
+                .ok_or_else(|| EngineError::Invalid("internal error: a domain code column is not Int32".into()))?
+        } else {
+            vec![]
+        };
+        let krows = if plan.keys == 0 || plan.coded { None } else { Some(groups.converter.convert_columns(&key_cols).map_err(arrow_err)?) };
         let mut c = 1 + plan.keys;
         let bins: Option<&Int64Array> = if plan.quantile.is_some() {
             let b = batch.column(c).as_primitive::<Int64Type>();
@@ -396,7 +467,8 @@ async fn for_each_unit(
                 flush(current.as_ref(), &mut parts, groups, &mut per_unit);
                 current = Some(u.owned());
             }
-            let Some(gid) = groups.id(&key_cols, krows.as_ref(), i)? else { continue };
+            let gid = if plan.coded { groups.coded_id(&codes, i) } else { groups.id(&key_cols, krows.as_ref(), i)? };
+            let Some(gid) = gid else { continue };
             let p = parts.entry(gid).or_insert_with(|| GroupPartial { group: gid, rows: 0, values: vec![ValueStats::default(); n_values], bins: vec![] });
             let r = rows_col.value(i) as u64;
             p.rows += r;
