@@ -194,7 +194,15 @@ impl Engine {
             cal = recal;
         }
         let stats = bounded::stats_plan(q, &cal)?;
-        let totals = bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await?;
+        // The counts/sums pass is needed for partition selection and for every
+        // aggregate but a quantile; a query of quantiles over declared domains
+        // (e.g. a per-person median by cohort) reads its data once.
+        let needs_stats = cal.selection.is_some() || q.aggs.iter().any(|a| !matches!(a.kind, analyze::AggKind::Quantile { .. }));
+        let totals = if needs_stats {
+            bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await?
+        } else {
+            HashMap::new()
+        };
         let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
         for (j, ap) in cal.aggs.iter().enumerate() {
             if let Some((dom, _, _)) = &ap.quantile {
