@@ -19,7 +19,7 @@
 //! the sums, which accumulate in i128 (Decimal128). Nothing DataFusion sums in
 //! floating point is released.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type};
@@ -395,19 +395,40 @@ async fn for_each_unit(
     let mut stream = execute_bounded(sessions, plan).await?;
     let mut unit_conv: Option<RowConverter> = None;
     let mut current: Option<OwnedRow> = None;
-    let mut parts: BTreeMap<u32, GroupPartial> = BTreeMap::new();
-    let flush = |unit: Option<&OwnedRow>, parts: &mut BTreeMap<u32, GroupPartial>, groups: &Groups, per_unit: &mut dyn FnMut(&[u8], &[GroupPartial])| {
+    // the current person's rows (one per group and, in quantile plans, per bin),
+    // merged per group at flush; the buffers are reused from person to person
+    let mut parts: Vec<GroupPartial> = Vec::new();
+    let mut merged: Vec<GroupPartial> = Vec::new();
+    let flush = |unit: Option<&OwnedRow>,
+                 parts: &mut Vec<GroupPartial>,
+                 merged: &mut Vec<GroupPartial>,
+                 groups: &Groups,
+                 per_unit: &mut dyn FnMut(&[u8], &[GroupPartial])| {
         if parts.is_empty() {
             return;
         }
         let unit_row = unit.map(|u| u.row());
         let unit_bytes: &[u8] = unit_row.as_ref().map(|r| r.as_ref()).unwrap_or(&[]);
-        let mut v: Vec<GroupPartial> = std::mem::take(parts).into_values().collect();
-        v.sort_by(|a, b| groups.key_order(a.group, b.group));
-        for p in &mut v {
+        parts.sort_by(|a, b| groups.key_order(a.group, b.group));
+        merged.clear();
+        for p in parts.drain(..) {
+            match merged.last_mut() {
+                Some(m) if m.group == p.group => {
+                    m.rows += p.rows;
+                    m.bins.extend(p.bins);
+                    for (a, b) in m.values.iter_mut().zip(&p.values) {
+                        a.count += b.count;
+                        a.sum += b.sum;
+                        a.sum_sq += b.sum_sq;
+                    }
+                }
+                _ => merged.push(p),
+            }
+        }
+        for p in merged.iter_mut() {
             p.bins.sort_unstable();
         }
-        per_unit(unit_bytes, &v);
+        per_unit(unit_bytes, merged);
     };
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch = batch.map_err(|_| EngineError::Execution)?;
@@ -464,12 +485,15 @@ async fn for_each_unit(
         for i in 0..batch.num_rows() {
             let u = urows.row(i);
             if current.as_ref().is_none_or(|cu| cu.row() != u) {
-                flush(current.as_ref(), &mut parts, groups, &mut per_unit);
+                flush(current.as_ref(), &mut parts, &mut merged, groups, &mut per_unit);
                 current = Some(u.owned());
             }
             let gid = if plan.coded { groups.coded_id(&codes, i) } else { groups.id(&key_cols, krows.as_ref(), i)? };
             let Some(gid) = gid else { continue };
-            let p = parts.entry(gid).or_insert_with(|| GroupPartial { group: gid, rows: 0, values: vec![ValueStats::default(); n_values], bins: vec![] });
+            if parts.last().is_none_or(|p| p.group != gid) {
+                parts.push(GroupPartial { group: gid, rows: 0, values: vec![ValueStats::default(); n_values], bins: vec![] });
+            }
+            let p = parts.last_mut().expect("just pushed");
             let r = rows_col.value(i) as u64;
             p.rows += r;
             if let Some(b) = bins {
@@ -491,7 +515,7 @@ async fn for_each_unit(
             }
         }
     }
-    flush(current.as_ref(), &mut parts, groups, &mut per_unit);
+    flush(current.as_ref(), &mut parts, &mut merged, groups, &mut per_unit);
     Ok(())
 }
 

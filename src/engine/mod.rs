@@ -198,11 +198,7 @@ impl Engine {
         // aggregate but a quantile; a query of quantiles over declared domains
         // (e.g. a per-person median by cohort) reads its data once.
         let needs_stats = cal.selection.is_some() || q.aggs.iter().any(|a| !matches!(a.kind, analyze::AggKind::Quantile { .. }));
-        let totals = if needs_stats {
-            bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await?
-        } else {
-            HashMap::new()
-        };
+        let totals = if needs_stats { bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await? } else { HashMap::new() };
         let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
         for (j, ap) in cal.aggs.iter().enumerate() {
             if let Some((dom, _, _)) = &ap.quantile {
