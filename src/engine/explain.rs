@@ -139,7 +139,13 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
         });
     }
     let stats = bounded::stats_plan(q, cal)?;
-    let mut plan_text = stats.display();
+    let mut plan_text = if super::needs_counts_pass(q, cal) {
+        stats.display()
+    } else if !cal.auto_bounds_epsilon.is_zero() {
+        format!("-- per-person sizes for --auto-bounds:\n{}", stats.display())
+    } else {
+        "-- no counts pass: every aggregate is a quantile and no key needs partition selection".to_string()
+    };
     for (j, ap) in cal.aggs.iter().enumerate() {
         if ap.quantile.is_some() {
             plan_text.push_str(&format!("\n-- quantile partials for {}:\n", q.aggs[j].display));

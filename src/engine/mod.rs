@@ -194,11 +194,11 @@ impl Engine {
             cal = recal;
         }
         let stats = bounded::stats_plan(q, &cal)?;
-        // The counts/sums pass is needed for partition selection and for every
-        // aggregate but a quantile; a query of quantiles over declared domains
-        // (e.g. a per-person median by cohort) reads its data once.
-        let needs_stats = cal.selection.is_some() || q.aggs.iter().any(|a| !matches!(a.kind, analyze::AggKind::Quantile { .. }));
-        let totals = if needs_stats { bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await? } else { HashMap::new() };
+        let totals = if needs_counts_pass(q, &cal) {
+            bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await?
+        } else {
+            HashMap::new()
+        };
         let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
         for (j, ap) in cal.aggs.iter().enumerate() {
             if let Some((dom, _, _)) = &ap.quantile {
@@ -224,6 +224,13 @@ impl Engine {
         ));
         Ok(r)
     }
+}
+
+/// Whether a query needs the counts/sums pass: for partition selection and for
+/// every aggregate but a quantile. A query of quantiles over declared domains
+/// (e.g. a per-person median by cohort) reads its data once.
+pub fn needs_counts_pass(q: &DpQuery, cal: &Calibration) -> bool {
+    cal.selection.is_some() || q.aggs.iter().any(|a| !matches!(a.kind, analyze::AggKind::Quantile { .. }))
 }
 
 fn params_of(cal: &Calibration) -> QueryParams {
