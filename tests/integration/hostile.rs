@@ -265,3 +265,23 @@ fn sigkill_during_report_is_recoverable() {
     }
     assert!(out.join("index.html").exists());
 }
+
+/// A 132-byte malformed query that makes the SQL parser backtrack
+/// exponentially (found by the `sql` fuzz target; > 60 s before the deadline):
+/// dpq gives up after its parse deadline with a clear error instead of hanging.
+#[test]
+fn pathological_sql_hits_the_parse_deadline() {
+    let (_d, data) = dataset();
+    let sql = "SELECT dat .a.LECTu .a .a.LECTu .CTA .a .a.LECTu .a [dtS .a.LECTu .at .a.LECTu .a .a.LECTu .CTA .a .a.LECTu .a [dtS .a.LECTu .a .a.L";
+    for cmd in ["explain", "query"] {
+        let t0 = std::time::Instant::now();
+        let r = run(&data, &[cmd, sql]);
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(r.code, 1, "{cmd}: {}", r.stderr);
+        assert!(r.stderr.contains("SQL parser gave up") && r.stderr.contains("check the syntax"), "{cmd}: {}", r.stderr);
+        assert!(secs < 20.0, "{cmd} took {secs:.1} s");
+    }
+    // nothing was charged
+    let v = json(&data, &["budget", "--format", "json"]);
+    assert_eq!(v["basic_epsilon_exact"].as_str().unwrap(), "0", "{v}");
+}
