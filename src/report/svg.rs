@@ -54,6 +54,20 @@ fn nice_max(v: f64) -> f64 {
     10.0 * p
 }
 
+/// Horizontal grid lines with their value labels at the ticks of `max`.
+fn grid_lines(s: &mut String, max: f64, left: f64, w: f64, y: &dyn Fn(f64) -> f64) {
+    for t in ticks(max) {
+        let _ = write!(
+            s,
+            "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>",
+            y(t),
+            left - 6.0,
+            y(t) + 4.0,
+            num(t)
+        );
+    }
+}
+
 fn ticks(max: f64) -> Vec<f64> {
     (0..=4).map(|i| max * i as f64 / 4.0).collect()
 }
@@ -73,16 +87,7 @@ pub fn bars(points: &[Point], title: &str) -> String {
     let span = max - min;
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (v - min) / span);
     let mut s = start(w, h, "bar", title);
-    for t in ticks(max) {
-        let _ = write!(
-            s,
-            "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>",
-            y(t),
-            left - 6.0,
-            y(t) + 4.0,
-            num(t)
-        );
-    }
+    grid_lines(&mut s, max, left, w, &y);
     let n = points.len().max(1) as f64;
     let slot = (w - left - 8.0) / n;
     let bw = (slot * 0.7).min(60.0);
@@ -170,16 +175,7 @@ pub fn line(points: &[Point], title: &str) -> String {
     let x = |i: usize| left + (w - left - 16.0) * i as f64 / (n - 1.0);
     let y = |v: f64| top + (h - top - bottom) * (1.0 - v.max(0.0) / max);
     let mut s = start(w, h, "line", title);
-    for t in ticks(max) {
-        let _ = write!(
-            s,
-            "<line x1=\"{left}\" x2=\"{w}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"{GRID}\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\" font-size=\"11\" fill=\"{INK}\">{3}</text>",
-            y(t),
-            left - 6.0,
-            y(t) + 4.0,
-            num(t)
-        );
-    }
+    grid_lines(&mut s, max, left, w, &y);
     let mut band = String::new();
     for (i, p) in points.iter().enumerate() {
         let _ = write!(band, "{:.1},{:.1} ", x(i), y(p.3));

@@ -36,13 +36,20 @@ fn em_distribution_matches_exact_probabilities() {
     }
     // exact: n = 6, target = 3; below = [0,3,4,4], upto = [3,4,4,6]; dist = [0,0,1,1] (in units of D)
     let w: Vec<f64> = [0.0, 0.0, 1.0, 1.0].iter().map(|d: &f64| (-2.0 * d * 1e6 / (2.0 * 500_000.0)).exp()).collect();
+    assert_matches_weights(&counts, &w);
+}
+
+/// χ² test of observed counts against probabilities ∝ `w` (a correct sampler
+/// fails with probability < 1e-8).
+fn assert_matches_weights(counts: &[u64], w: &[f64]) {
+    let trials: u64 = counts.iter().sum();
     let z: f64 = w.iter().sum();
     let mut stat = 0.0;
-    for k in 0..4 {
-        let e = trials as f64 * w[k] / z;
-        stat += (counts[k] as f64 - e).powi(2) / e;
+    for (c, wk) in counts.iter().zip(w) {
+        let e = trials as f64 * wk / z;
+        stat += (*c as f64 - e).powi(2) / e;
     }
-    let p = crate::privacy::special::chi2_sf(stat, 3.0);
+    let p = crate::privacy::special::chi2_sf(stat, (w.len() - 1) as f64);
     assert!(p > 1e-8, "χ²={stat} p={p}");
 }
 
@@ -101,14 +108,7 @@ fn em_with_prior_matches_exact_probabilities() {
     }
     let w: Vec<f64> =
         [0.0, 0.0, 1.0, 1.0].iter().enumerate().map(|(k, d): (usize, &f64)| (-2.0 * d * 1e6 / (2.0 * 500_000.0) - k as f64 / 2.0).exp()).collect();
-    let z: f64 = w.iter().sum();
-    let mut stat = 0.0;
-    for k in 0..4 {
-        let e = trials as f64 * w[k] / z;
-        stat += (counts[k] as f64 - e).powi(2) / e;
-    }
-    let p = crate::privacy::special::chi2_sf(stat, 3.0);
-    assert!(p > 1e-8, "χ²={stat} p={p}");
+    assert_matches_weights(&counts, &w);
 }
 
 #[test]
