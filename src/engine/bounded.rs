@@ -109,8 +109,10 @@ fn key_expr(q: &DpQuery, i: usize) -> Expr {
     e.alias(format!("__k{i}"))
 }
 
-/// Build the partials plan for the non-quantile aggregates (always built: it also
-/// yields rows and distinct people per group).
+/// Build the partials plan for the non-quantile aggregates; it also yields rows
+/// and distinct people per group (for partition selection) and the per-person
+/// sizes of `--auto-bounds`. It runs only when [`super::needs_counts_pass`] or
+/// `--auto-bounds` asks for it.
 pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
     let mut proj = vec![Expr::Column(q.unit.clone()).alias(U)];
     for i in 0..q.keys.len() {
