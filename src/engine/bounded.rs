@@ -65,14 +65,14 @@ fn dec() -> DataType {
 /// Clamp, drop NaN, encode on the grid as BIGINT.
 fn encode(arg: Expr, lo: f64, hi: f64, grid: f64) -> Expr {
     let x = cast(arg, DataType::Float64);
-    let clamped = super::analyze::exprs::clamp_expr(x.clone(), lit(lo), lit(hi));
+    let clamped = super::analyze::expr::clamp_expr(x.clone(), lit(lo), lit(hi));
     let enc = cast(datafusion::functions::math::expr_fn::round(vec![clamped / lit(grid)]), DataType::Int64);
     when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(enc).expect("case builds")
 }
 
 fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
     let x = cast(arg, DataType::Float64);
-    let clamped = super::analyze::exprs::clamp_expr(x.clone(), lit(dom.lo), lit(dom.hi));
+    let clamped = super::analyze::expr::clamp_expr(x.clone(), lit(dom.lo), lit(dom.hi));
     let idx = if dom.integer {
         cast(datafusion::functions::math::expr_fn::round(vec![clamped - lit(dom.lo)]), DataType::Int64)
     } else {
@@ -85,7 +85,7 @@ fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
 
 /// A declared domain's distinct values, first occurrence first: code i is the
 /// i-th value here, both in the plan's CASE and in [`Groups`].
-fn unique_values(d: &super::analyze::exprs::Domain) -> Vec<ScalarValue> {
+fn unique_values(d: &super::analyze::expr::Domain) -> Vec<ScalarValue> {
     let mut seen = std::collections::HashSet::new();
     d.values.iter().filter(|v| seen.insert((*v).clone())).cloned().collect()
 }

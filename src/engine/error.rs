@@ -20,12 +20,19 @@ pub enum EngineError {
     Manifest(#[from] crate::ingest::manifest::ManifestError),
     #[error("{0}")]
     Invalid(String),
+    #[error("internal error (a bug in dpq): {0}\n  please report it with the command you ran; nothing was released")]
+    Internal(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 pub fn refused(construct: impl Into<String>, why: impl Into<String>, fix: impl Into<String>) -> EngineError {
     EngineError::Refused { construct: construct.into(), why: why.into(), fix: fix.into() }
+}
+
+/// A dpq bug: a state its own code should never reach.
+pub fn internal(what: impl Into<String>) -> EngineError {
+    EngineError::Internal(what.into())
 }
 
 /// A planning error from DataFusion: it concerns the query text only.

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod release;
 pub mod result;
 pub mod session;
+pub mod total;
 
 use std::collections::{BTreeSet, HashMap};
 

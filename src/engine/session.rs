@@ -63,7 +63,15 @@ pub fn clamp_udf() -> ScalarUDF {
             let get = |i: usize| arrays[i].as_any().downcast_ref::<Float64Array>().cloned().expect("float64 argument");
             let (x, lo, hi) = (get(0), get(1), get(2));
             let out: Float64Array = (0..x.len())
-                .map(|i| if x.is_null(i) || lo.is_null(i) || hi.is_null(i) { None } else { Some(x.value(i).max(lo.value(i)).min(hi.value(i))) })
+                .map(|i| {
+                    if x.is_null(i) || lo.is_null(i) || hi.is_null(i) {
+                        None
+                    } else if x.value(i).is_nan() {
+                        Some(f64::NAN)
+                    } else {
+                        Some(x.value(i).max(lo.value(i)).min(hi.value(i)))
+                    }
+                })
                 .collect();
             let out: ArrayRef = Arc::new(out);
             Ok(match n {
@@ -149,4 +157,12 @@ impl Sessions {
     pub fn version(&self, table: &str) -> Option<String> {
         self.tables.get(table).map(|t| t.manifest.version())
     }
+}
+
+/// A context with dpq's functions and no tables, for unit tests of planning code.
+#[cfg(test)]
+pub fn test_context() -> SessionContext {
+    let ctx = SessionContext::new();
+    ctx.register_udf(clamp_udf());
+    ctx
 }

@@ -1,0 +1,105 @@
+//! Rule: finite key domains of GROUP BY expressions, known without reading data.
+//!
+//! A key whose values are known in advance (dpq.toml `domain = …`, a public
+//! table, `CASE … THEN literal`, a `date_part` field, a boolean) is released for
+//! every value of its domain, zero-filled, so absent keys reveal nothing and no
+//! δ is spent on partition selection. Anything else has no domain here.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::expr::{Case, Cast, TryCast};
+use datafusion::logical_expr::{Expr, ExprSchemable};
+
+use super::bounds::date_part_range;
+use super::{ColInfo, Domain, lit_str};
+
+/// A finite key domain of `e`, if known without reading private data.
+pub fn infer_domain(e: &Expr, schema: &DFSchema, col: &dyn Fn(&datafusion::common::Column) -> Option<ColInfo>) -> Option<Domain> {
+    let ty = e.get_type(schema).ok()?;
+    match e {
+        Expr::Column(c) => col(c).and_then(|i| i.domain.map(|d| (*d).clone())),
+        Expr::Alias(a) => infer_domain(&a.expr, schema, col),
+        _ if ty == DataType::Boolean => {
+            Some(Domain { values: vec![ScalarValue::Boolean(Some(false)), ScalarValue::Boolean(Some(true))], source: "boolean".into() })
+        }
+        Expr::Case(Case { when_then_expr, else_expr, .. }) => {
+            let mut vals = Vec::new();
+            for (_, t) in when_then_expr {
+                match &**t {
+                    Expr::Literal(v, _) if !v.is_null() => vals.push(v.cast_to(&ty).ok()?),
+                    _ => return None,
+                }
+            }
+            if let Some(x) = else_expr {
+                match &**x {
+                    Expr::Literal(v, _) if v.is_null() => {}
+                    Expr::Literal(v, _) => vals.push(v.cast_to(&ty).ok()?),
+                    _ => return None,
+                }
+            }
+            dedup(&mut vals);
+            Some(Domain { values: vals, source: "CASE literals".into() })
+        }
+        Expr::ScalarFunction(f) if matches!(f.func.name(), "date_part" | "datepart" | "extract") && !f.args.is_empty() => {
+            let field = lit_str(&f.args[0])?;
+            if field.starts_with("sec") {
+                return None; // may be fractional
+            }
+            let (lo, hi) = date_part_range(&field)?;
+            let vals = (lo as i64..=hi as i64).map(|v| ScalarValue::Int64(Some(v)).cast_to(&ty)).collect::<Result<Vec<_>, _>>().ok()?;
+            Some(Domain { values: vals, source: format!("date_part('{field}') range") })
+        }
+        Expr::ScalarFunction(f) if f.func.name() == "clamp" => None,
+        _ => {
+            // casts of a column with a domain: cast the values
+            if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = e {
+                let inner = infer_domain(expr, schema, col)?;
+                let mut vals = inner.values.iter().map(|v| v.cast_to(&ty)).collect::<Result<Vec<_>, _>>().ok()?;
+                dedup(&mut vals);
+                return Some(Domain { values: vals, source: inner.source });
+            }
+            None
+        }
+    }
+}
+
+fn dedup(vals: &mut Vec<ScalarValue>) {
+    let mut out: Vec<ScalarValue> = Vec::with_capacity(vals.len());
+    for v in vals.drain(..) {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    *vals = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::common::Column;
+    use datafusion::logical_expr::{col, lit, when};
+
+    #[test]
+    fn domains_come_from_literals_fields_and_configuration() {
+        let schema = DFSchema::try_from(Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]))
+        .unwrap();
+        let info = |c: &Column| -> Option<ColInfo> {
+            (c.name == "kind").then(|| ColInfo {
+                domain: Some(std::sync::Arc::new(Domain { values: vec![ScalarValue::from("a"), ScalarValue::from("b")], source: "test".into() })),
+                ..Default::default()
+            })
+        };
+        let hour = datafusion::functions::datetime::expr_fn::date_part(lit("hour"), col("ts"));
+        assert_eq!(infer_domain(&hour, &schema, &info).unwrap().values.len(), 24);
+        assert_eq!(infer_domain(&col("kind"), &schema, &info).unwrap().values.len(), 2);
+        let case = when(col("n").gt(lit(3)), lit("big")).when(col("n").gt(lit(1)), lit("mid")).otherwise(lit("big")).unwrap();
+        assert_eq!(infer_domain(&case, &schema, &info).unwrap().values.len(), 2, "duplicates removed");
+        assert!(infer_domain(&col("n"), &schema, &info).is_none());
+        assert!(infer_domain(&col("n").gt(lit(3)), &schema, &info).unwrap().values.len() == 2, "booleans");
+    }
+}
