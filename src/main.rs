@@ -4,6 +4,7 @@
 use clap::Parser;
 
 fn main() {
+    dpq::engine::total::install_panic_hook();
     let args = dpq::cli::Args::parse();
     match dpq::cli::run(args) {
         Ok(()) => {}

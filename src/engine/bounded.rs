@@ -344,18 +344,16 @@ pub async fn execute_bounded(sessions: &Sessions, plan: &BoundedPlan) -> Result<
     df.execute_stream().await.map_err(|e| remote_error(sessions, e))
 }
 
-fn remote_error(sessions: &Sessions, e: datafusion::error::DataFusionError) -> EngineError {
+/// An execution error after the charge. Nothing of its text is shown: a message
+/// from the engine can quote a value from a private row (DESIGN §1). What the
+/// user learns is the class of failure and what to do.
+fn remote_error(sessions: &Sessions, _e: datafusion::error::DataFusionError) -> EngineError {
     match sessions.backend {
         super::session::Backend::Local => EngineError::Execution,
-        // connection problems carry no data; anything else is withheld as usual
-        super::session::Backend::Ballista(_) => {
-            let m = e.to_string();
-            if m.contains("onnect") || m.contains("transport") || m.contains("scheduler") {
-                EngineError::Data(format!("the Ballista cluster failed: {}", m.lines().next().unwrap_or("")))
-            } else {
-                EngineError::Execution
-            }
-        }
+        super::session::Backend::Ballista(_) => EngineError::Data(
+            "the Ballista cluster failed while running the bounded plan (its message is withheld: it could quote a private value)\n  hint: check the scheduler's and executors' logs and that they run the same dpq version; then run the query again"
+                .into(),
+        ),
     }
 }
 

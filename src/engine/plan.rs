@@ -160,6 +160,16 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
         (false, _) => (Amount::ZERO, p.delta),
     };
     let selection = needs_sel.then(|| Selection { kind: p.partition_selection, epsilon: share, delta: sel_delta, groups_per_unit });
+    if let Some(s) = &selection {
+        // a selector that cannot be built on these parameters fails here, before the charge
+        let built = match s.kind {
+            PartitionSelectionKind::Optimal => crate::privacy::partition::Optimal::new(s.epsilon, s.delta, s.groups_per_unit).map(|_| ()),
+            PartitionSelectionKind::Laplace => crate::privacy::partition::LaplaceThreshold::new(s.epsilon, s.delta, s.groups_per_unit).map(|_| ()),
+        };
+        built.map_err(|e| {
+            refused("partition selection for keys without a domain", e.to_string(), "raise --delta, or declare a domain for the GROUP BY column in dpq.toml")
+        })?;
+    }
     let mut releases = Vec::new();
     if auto_eps > Amount::ZERO {
         releases.push(Release::Pure { epsilon: auto_eps });

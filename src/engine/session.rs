@@ -82,6 +82,20 @@ pub fn clamp_udf() -> ScalarUDF {
     )
 }
 
+/// dpq's own functions: `clamp` and every totality wrapper the rewrite can put
+/// in a plan (for registries that resolve functions by name, such as Ballista's).
+pub fn dpq_functions() -> Vec<Arc<ScalarUDF>> {
+    let defaults = SessionContext::new();
+    let inner: Vec<Arc<ScalarUDF>> = super::analyze::expr::allowed::CONTRACTS
+        .iter()
+        .filter(|c| c.totality == super::analyze::expr::allowed::Totality::Wrapped)
+        .filter_map(|c| defaults.state().scalar_functions().get(c.name).cloned())
+        .collect();
+    let mut out = super::total::registry(&inner);
+    out.push(Arc::new(clamp_udf()));
+    out
+}
+
 impl Sessions {
     pub fn new(data: &Path, config: &Config, memory_limit: Option<u64>) -> Result<Sessions> {
         let data = std::fs::canonicalize(data).map_err(|e| EngineError::Data(format!("cannot open {}: {e}", data.display())))?;
@@ -139,9 +153,17 @@ impl Sessions {
             Backend::Local => self.context(true),
             #[cfg(feature = "ballista")]
             Backend::Ballista(url) => {
-                use ballista::prelude::SessionContextExt;
-                let ctx = if url == "standalone" { SessionContext::standalone().await } else { SessionContext::remote(url).await }
-                    .map_err(|e| EngineError::Data(format!("cannot reach the Ballista scheduler at {url}: {e}\n  hint: start it with `ballista-scheduler` and at least one `ballista-executor`, or use --engine local")))?;
+                use ballista::prelude::{SessionConfigExt, SessionContextExt};
+                use datafusion::execution::FunctionRegistry;
+                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+                let mut state =
+                    SessionStateBuilder::new().with_config(SessionConfig::new_with_ballista().with_target_partitions(threads)).with_default_features().build();
+                // the scheduler and (standalone) executors resolve dpq's functions by name
+                for f in dpq_functions() {
+                    state.register_udf(f).map_err(super::error::sql)?;
+                }
+                let ctx = if url == "standalone" { SessionContext::standalone_with_state(state).await } else { SessionContext::remote_with_state(url, state).await }
+                    .map_err(|_| EngineError::Data(format!("cannot reach the Ballista scheduler at {url}\n  hint: start it with `dpq cluster scheduler` and at least one `dpq cluster executor`, or use --engine local")))?;
                 Ok(ctx)
             }
             #[cfg(not(feature = "ballista"))]

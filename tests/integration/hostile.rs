@@ -37,6 +37,13 @@ fn hostile_queries_never_leak() {
         "SELECT SUM(clamp(length * length * length, 0, 100)) FROM messages",
         "SELECT COUNT(*) FROM messages WHERE to_timestamp(emoji) > now()",
         "SELECT COUNT(*) FROM messages WHERE arrow_cast(emoji, 'Int64') > 1",
+        // the audit's examples: errors that only one person's rows would trigger
+        "SELECT COUNT(*) FROM messages WHERE substr(chat_kind, 1, CASE WHEN user_id = 7 AND length > 110 THEN -1 ELSE 1 END) <> 'zzz'",
+        "SELECT COUNT(*) FROM messages WHERE abs(CASE WHEN user_id = 7 THEN CAST(-128 AS TINYINT) ELSE CAST(0 AS TINYINT) END) >= 0",
+        "SELECT COUNT(*) FROM messages WHERE date_bin(CASE WHEN user_id = 7 THEN INTERVAL '0 seconds' ELSE INTERVAL '1 hour' END, ts) IS NOT NULL",
+        "SELECT COUNT(*) FROM messages WHERE date_trunc(CASE WHEN user_id = 7 THEN 'bogus' ELSE 'day' END, ts) IS NOT NULL",
+        "SELECT COUNT(*) FROM messages WHERE ts + CASE WHEN user_id = 7 THEN INTERVAL '300000 years' ELSE INTERVAL '1 day' END > ts",
+        "SELECT COUNT(*) FROM messages WHERE power(length, length) > 0",
         // keys that would reveal the secret without a domain
         "SELECT CAST(emoji AS VARCHAR) AS e, COUNT(*) FROM messages GROUP BY e",
         "SELECT upper(emoji) AS e, COUNT(*) FROM messages GROUP BY e",
@@ -45,6 +52,7 @@ fn hostile_queries_never_leak() {
         "SELECT MAX(emoji) FROM messages",
     ];
     for q in attacks {
+        let before = spent(&data);
         let r = run(&data, &["query", q, "--format", "json", "--epsilon", "0.1", "--delta", "1e-7"]);
         let all = format!("{}{}", r.stdout, r.stderr);
         assert!(!all.contains(SECRET), "`{q}` leaked the secret:\n{all}");
@@ -61,7 +69,9 @@ fn hostile_queries_never_leak() {
                 }
             }
         } else {
-            assert!(r.stderr.contains("refused") || r.stderr.contains("invalid query"), "`{q}`: {}", r.stderr);
+            // a failure is a refusal before any private row is read: nothing charged
+            assert!(r.stderr.contains("refused") || r.stderr.contains("invalid query"), "`{q}` failed after the charge: {}", r.stderr);
+            assert_eq!(spent(&data), before, "`{q}` failed but was charged: {}", r.stderr);
         }
     }
     // a differencing attack pays for both halves
@@ -71,6 +81,62 @@ fn hostile_queries_never_leak() {
     let after: dpq::privacy::amount::Amount = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].as_str().unwrap().parse().unwrap();
     let before: dpq::privacy::amount::Amount = before.parse().unwrap();
     assert_eq!(after - before, "0.4".parse().unwrap());
+}
+
+/// ε spent so far (exact, basic composition).
+fn spent(data: &std::path::Path) -> String {
+    json(data, &["budget", "--format", "json"])["basic_epsilon_exact"].as_str().unwrap().to_string()
+}
+
+/// The same query with a condition that holds for one real person (user 7)
+/// and with one that holds for nobody ends the same way: both answered, or
+/// both refused before any row is read. (Failing only for one person's rows
+/// would reveal one bit about that person, whatever the error says.)
+#[test]
+fn pairs_end_the_same_way() {
+    let (_d, data) = with_secret();
+    let templates = [
+        // the audit's examples
+        "SELECT COUNT(*) FROM messages WHERE substr(chat_kind, 1, CASE WHEN {c} THEN -1 ELSE 1 END) <> 'zzz'",
+        "SELECT COUNT(*) FROM messages WHERE abs(CASE WHEN {c} THEN CAST(-128 AS TINYINT) ELSE CAST(0 AS TINYINT) END) >= 0",
+        "SELECT COUNT(*) FROM messages WHERE date_trunc(CASE WHEN {c} THEN 'bogus' ELSE 'day' END, ts) IS NOT NULL",
+        "SELECT COUNT(*) FROM messages WHERE date_bin(CASE WHEN {c} THEN INTERVAL '0 seconds' ELSE INTERVAL '1 hour' END, ts) IS NOT NULL",
+        // the same class elsewhere
+        "SELECT COUNT(*) FROM messages WHERE CAST(CASE WHEN {c} THEN emoji ELSE '1' END AS INT) > 0",
+        "SELECT COUNT(*) FROM messages WHERE 100 / CASE WHEN {c} THEN 0 ELSE 1 END > 1",
+        "SELECT COUNT(*) FROM messages WHERE CAST(CASE WHEN {c} THEN -9223372036854775807 - 1 ELSE 1 END AS BIGINT) / -1 > 0",
+        "SELECT COUNT(*) FROM messages WHERE ts + CASE WHEN {c} THEN INTERVAL '300000 years' ELSE INTERVAL '1 day' END > ts",
+        "SELECT COUNT(*) FROM messages WHERE CAST(ts + CASE WHEN {c} THEN INTERVAL '290000 years' ELSE INTERVAL '1 day' END AS VARCHAR) <> ''",
+        "SELECT COUNT(*) FROM messages WHERE to_timestamp(CASE WHEN {c} THEN 'garbage' ELSE '2025-01-01' END) IS NOT NULL",
+        "SELECT COUNT(*) FROM messages WHERE factorial(CASE WHEN {c} THEN 100 ELSE 3 END) > 0",
+        "SELECT COUNT(*) FROM messages WHERE make_date(CASE WHEN {c} THEN 2025 ELSE 2024 END, CASE WHEN {c} THEN 13 ELSE 1 END, 1) IS NOT NULL",
+        "SELECT COUNT(*) FROM messages WHERE chr(CASE WHEN {c} THEN 55296 ELSE 65 END) <> ''",
+        "SELECT COUNT(*) FROM messages WHERE -CASE WHEN {c} THEN CAST(-128 AS TINYINT) ELSE CAST(1 AS TINYINT) END <> 0",
+        // in a GROUP BY key, an aggregate argument, a join condition, a per-person sub-query
+        "SELECT CASE WHEN substr(emoji, 1, CASE WHEN {c} THEN -1 ELSE 1 END) IS NULL THEN 'a' ELSE 'b' END AS k, COUNT(*) FROM messages GROUP BY k",
+        "SELECT SUM(clamp(abs(CASE WHEN {c} THEN CAST(-128 AS TINYINT) ELSE CAST(1 AS TINYINT) END), 0, 10)) FROM messages",
+        "SELECT COUNT(*) FROM messages m JOIN users u ON m.user_id = u.user_id AND abs(CASE WHEN {c} THEN CAST(-128 AS TINYINT) ELSE CAST(1 AS TINYINT) END) > 0",
+        "SELECT AVG(x) FROM (SELECT user_id, clamp(MAX(substr(emoji, 1, CASE WHEN {c} THEN -1 ELSE 1 END)) IS NULL, 0, 1) AS x FROM messages GROUP BY user_id) t",
+        "SELECT AVG(c) FROM (SELECT user_id, clamp(SUM(CASE WHEN {c} THEN 9223372036854775807 ELSE 1 END), 0, 10) AS c FROM messages GROUP BY user_id) t",
+        "SELECT AVG(c) FROM (SELECT user_id, clamp(AVG(CASE WHEN {c} THEN 9223372036854775807 ELSE 1 END), 0, 10) AS c FROM messages GROUP BY user_id) t",
+        // refused before any row is read, whatever the condition
+        "SELECT COUNT(*) FROM messages WHERE CASE WHEN {c} THEN emoji SIMILAR TO '\\' ELSE TRUE END",
+        "SELECT COUNT(*) FROM messages WHERE repeat(emoji, CASE WHEN {c} THEN 1000000000 ELSE 1 END) <> ''",
+    ];
+    for t in templates {
+        let mut outcomes = Vec::new();
+        for c in ["user_id = 7", "user_id = -424242"] {
+            let q = t.replace("{c}", c);
+            let before = spent(&data);
+            let r = run(&data, &["query", &q, "--format", "json", "--epsilon", "0.01", "--delta", "1e-7", "--fresh"]);
+            if r.code != 0 {
+                assert_eq!(spent(&data), before, "`{q}` failed after the charge: {}", r.stderr);
+                assert!(!r.stderr.contains("while reading private rows"), "`{q}`: {}", r.stderr);
+            }
+            outcomes.push((r.code, r.stderr.lines().next().unwrap_or("").to_string()));
+        }
+        assert_eq!(outcomes[0], outcomes[1], "the two variants of `{t}` end differently");
+    }
 }
 
 #[test]
