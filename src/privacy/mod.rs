@@ -7,6 +7,7 @@ pub mod accountant;
 pub mod amount;
 pub mod bounding;
 pub mod fixed_point;
+pub mod mechanisms;
 pub mod noise;
 pub mod partition;
 pub mod quantile;

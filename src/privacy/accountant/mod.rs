@@ -164,6 +164,22 @@ pub fn cks_epsilon(rho: f64, delta: f64) -> f64 {
     minimise_alpha(f).max(0.0)
 }
 
+/// An upper bound on the ε of ρ-zCDP at δ, as an amount rounded up: ρ is
+/// rounded up and δ down before the conversion, and the result gets a relative
+/// margin far above f64 error. (Any α gives a valid bound; the minimisation
+/// only makes it tighter.)
+pub fn cks_epsilon_upper(rho: Amount, delta: Amount) -> Amount {
+    if rho.is_zero() {
+        return Amount::ZERO;
+    }
+    let r = rho.to_f64() * (1.0 + 1e-15);
+    let d = (delta.to_f64() * (1.0 - 1e-15)).max(f64::MIN_POSITIVE);
+    if !(d < 1.0) {
+        return Amount::ZERO;
+    }
+    Amount::from_f64_ceil(cks_epsilon(r, d) * (1.0 + 1e-12))
+}
+
 /// The largest ρ with [`cks_epsilon`](ρ, δ) ≤ ε (for calibrating a Gaussian query).
 pub fn rho_for(epsilon: f64, delta: f64) -> f64 {
     let (mut lo, mut hi) = (0.0f64, epsilon.max(1e-12));

@@ -13,14 +13,29 @@
 //!   Linf = `max_rows_per_group` rows, again a uniform sample. A histogram has L1
 //!   sensitivity L0·Linf and L2 sensitivity √L0·Linf.
 //!
-//! Within a kept group, a value column's kept non-null count is drawn
-//! hypergeometrically and its sum is the unit's (clamped, fixed-point) sum scaled
-//! by kept/non-null — the expected sum of a uniform sample — so a unit's sum in a
-//! group is always within [kept·lo, kept·hi]. Quantile histograms keep a uniform
-//! sample of the unit's values. All randomness is exact (uniform integers from
-//! the cryptographic RNG). Nothing here looks at other units, and the bounds come
-//! from configuration or the query — never from the data — except under
-//! `--auto-bounds`, which estimates them with DP quantiles it pays for.
+//! Within a kept group where the unit keeps k of its r rows, each value
+//! column's statistics — non-null count c, sum s and sum of squares q of the
+//! clamped, fixed-point encoded values (centred at the bounds' midpoint for
+//! AVG/VARIANCE, exactly, in i128, by the engine) — are replaced by their
+//! expectation under a uniform sample of k rows, c·k/r, s·k/r, q·k/r, each
+//! rounded to an integer by **randomised rounding** (down or up with the
+//! probabilities that make the expectation exact). So:
+//!
+//! * every bounded statistic is an *unbiased* estimate of the statistic of a
+//!   uniform sample of the unit's rows (E[s′] = s·k/r exactly), and
+//! * it lies in the range the noise was calibrated for: c′ ≤ k, |s′| ≤ k·h,
+//!   0 ≤ q′ ≤ k·h² whenever |value| ≤ h — randomised rounding of a rational
+//!   within an integer bound stays within it. [`bound_unit`] checks every
+//!   contribution against the calibrated limits and fails closed.
+//!
+//! (Scaling raw sums with integer truncation, as dpq did before 2026-11-29,
+//! biased SUM/AVG toward zero, and centring after scaling multiplied the
+//! truncation error by 2·mid, so VARIANCE exceeded its sensitivity.)
+//! Quantile histograms keep a uniform sample of the unit's values. All
+//! randomness is exact (uniform integers from the cryptographic RNG). Nothing
+//! here looks at other units, and the bounds come from configuration or the
+//! query — never from the data — except under `--auto-bounds`, which estimates
+//! them with DP quantiles it pays for.
 
 use rand::{CryptoRng, Rng, RngCore};
 
@@ -138,18 +153,93 @@ pub fn hypergeometric<R: RngCore + CryptoRng>(rng: &mut R, sizes: &[u64], k: u64
     out
 }
 
-/// Scale a value column's stats to `kept` of `rows` rows: the kept non-null
-/// count is hypergeometric, the sums are scaled by kept/non-null (toward zero).
+/// x·k/r rounded to an integer at random so that its expectation is exact:
+/// ⌊x·k/r⌋ + Bernoulli(frac). If |x·k/r| ≤ K for an integer K, so is the result.
+pub fn randomised_round<R: RngCore + CryptoRng>(rng: &mut R, x: i128, k: u64, r: u64) -> i128 {
+    debug_assert!(r > 0);
+    if k == r || x == 0 {
+        return x;
+    }
+    let r128 = r as i128;
+    match x.checked_mul(k as i128) {
+        Some(p) => {
+            let (q, rem) = (p.div_euclid(r128), p.rem_euclid(r128));
+            q + (rem > 0 && (rng.random_range(0..r) as i128) < rem) as i128
+        }
+        None => {
+            // |x|·k beyond i128: exact big-integer arithmetic (rare: a heavy person's sum of squares)
+            use num_bigint::BigInt;
+            use num_integer::Integer;
+            use num_traits::ToPrimitive;
+            let p = BigInt::from(x) * BigInt::from(k);
+            let (q, rem) = p.div_mod_floor(&BigInt::from(r));
+            let up = rem.to_u64().is_some_and(|rem| rem > 0 && rng.random_range(0..r) < rem);
+            q.to_i128().expect("|x·k/r| ≤ |x|") + up as i128
+        }
+    }
+}
+
+/// A value column's statistics for `kept` of `rows` rows: their expectation
+/// under a uniform sample, randomised-rounded.
 fn scale_values<R: RngCore + CryptoRng>(rng: &mut R, v: &ValueStats, rows: u64, kept: u64) -> ValueStats {
     if kept >= rows || v.count == 0 {
         return *v;
     }
-    let nn = hypergeometric(rng, &[v.count, rows - v.count], kept)[0];
-    if nn == v.count {
-        return *v;
+    ValueStats {
+        count: randomised_round(rng, v.count as i128, kept, rows) as u64,
+        sum: randomised_round(rng, v.sum, kept, rows),
+        sum_sq: randomised_round(rng, v.sum_sq, kept, rows),
     }
-    let c = v.count as i128;
-    ValueStats { count: nn, sum: v.sum * nn as i128 / c, sum_sq: v.sum_sq * nn as i128 / c }
+}
+
+/// The range a value column's per-row statistics were calibrated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ValueLimit {
+    /// max |value| per row (grid units): |sum| ≤ rows kept·this
+    pub abs: u128,
+    /// max value² per row: 0 ≤ sum of squares ≤ rows kept·this (when squares are released)
+    pub sq: Option<u128>,
+}
+
+/// A contribution outside the calibrated range: a bug in dpq, never released.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("internal: a bounded contribution exceeds its calibrated range ({0}); nothing was released")]
+pub struct OutOfRange(pub &'static str);
+
+/// Check one unit's bounded contributions against the family's limits and the
+/// value columns' calibrated ranges.
+pub fn check(contributions: &[Contribution], family: Family, limits: &[ValueLimit]) -> Result<(), OutOfRange> {
+    if contributions.len() as u64 > family.groups_per_unit() {
+        return Err(OutOfRange("groups per person"));
+    }
+    let total: u64 = contributions.iter().map(|c| c.rows).sum();
+    if let Family::L1 { max_rows_per_unit } = family {
+        if total > max_rows_per_unit {
+            return Err(OutOfRange("rows per person"));
+        }
+    }
+    for c in contributions {
+        if c.rows > family.rows_per_group() {
+            return Err(OutOfRange("rows per person and group"));
+        }
+        // the noise is calibrated per row kept: count ≤ rows, |sum| ≤ rows·|v|max, 0 ≤ squares ≤ rows·v²max
+        for (v, l) in c.values.iter().zip(limits) {
+            let n = c.rows as u128;
+            if v.count > c.rows || v.sum.unsigned_abs() > n.saturating_mul(l.abs) {
+                return Err(OutOfRange("a bounded sum"));
+            }
+            if let Some(sq) = l.sq {
+                if v.sum_sq < 0 || v.sum_sq.unsigned_abs() > n.saturating_mul(sq) {
+                    return Err(OutOfRange("a bounded sum of squares"));
+                }
+            }
+        }
+        let binned: u64 = c.bins.iter().map(|b| b.1).sum();
+        if binned > c.rows.max(family.rows_per_group()) {
+            return Err(OutOfRange("values in a quantile histogram"));
+        }
+    }
+    Ok(())
 }
 
 fn sample_bins<R: RngCore + CryptoRng>(rng: &mut R, bins: &[(u32, u64)], k: u64) -> Vec<(u32, u64)> {

@@ -87,3 +87,67 @@ fn log2_bins() {
     assert_eq!(log2_bin(4), 2);
     assert_eq!(log2_bin_upper(2), 7);
 }
+
+#[test]
+fn randomised_rounding_is_exact_in_expectation_and_stays_in_range() {
+    let mut r = rng(11);
+    for (x, k, n) in [(7i128, 3u64, 10u64), (-7, 3, 10), (1_000_001, 20, 37), (-5, 1, 2), (i128::MAX / 3, 5, 7)] {
+        let exact = x as f64 * k as f64 / n as f64;
+        let trials = 20_000;
+        let mut sum = 0f64;
+        for _ in 0..trials {
+            let v = randomised_round(&mut r, x, k, n);
+            // within one of the exact rational, never beyond the integer bound |x|·k/n rounded up
+            assert!((v as f64 - exact).abs() <= 1.0 + exact.abs() * 1e-15, "{x}·{k}/{n} → {v}");
+            sum += v as f64 - exact.floor();
+        }
+        let mean = sum / trials as f64 + exact.floor();
+        // the fractional part's Bernoulli: sd ≤ 0.5/√trials, 6σ band
+        assert!((mean - exact).abs() <= 6.0 * 0.5 / (trials as f64).sqrt() + exact.abs() * 1e-15, "{x}·{k}/{n}: mean {mean} vs {exact}");
+    }
+}
+
+/// The audit's reproduction: bounds [1000, 1001] (centred at 1000, h = 1), one
+/// row kept per person, a person with rows {1000, 1001}. Their centred sum of
+/// squares is 1; scaled to one row it must stay within h² = 1 (it was 1000
+/// with scale-then-centre).
+#[test]
+fn centred_statistics_stay_within_their_range_when_subsampled() {
+    let mut r = rng(12);
+    let family = Family::L0Linf { max_groups_per_unit: 1, max_rows_per_group: 1 };
+    let limits = [ValueLimit { abs: 1, sq: Some(1) }];
+    let p = GroupPartial { group: 0, rows: 2, values: vec![ValueStats { count: 2, sum: 1, sum_sq: 1 }], bins: vec![] };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..1000 {
+        let c = bound_unit(&mut r, std::slice::from_ref(&p), family);
+        check(&c, family, &limits).unwrap();
+        seen.insert((c[0].values[0].sum, c[0].values[0].sum_sq));
+    }
+    assert!(seen.iter().all(|&(s, q)| (0..=1).contains(&s) && (0..=1).contains(&q)), "{seen:?}");
+    // a contribution outside the range is refused
+    let bad = vec![Contribution { group: 0, rows: 1, values: vec![ValueStats { count: 1, sum: 2, sum_sq: 4 }], bins: vec![] }];
+    assert!(check(&bad, family, &limits).is_err());
+}
+
+proptest! {
+    /// Every bounded contribution lies in its calibrated range, for random
+    /// people, families and value ranges.
+    #[test]
+    fn every_contribution_lies_within_its_calibrated_range(
+        groups in proptest::collection::vec((1u64..200, 0u64..=100, -1000i64..=1000, any::<u64>()), 1..12),
+        l0 in 1u64..5, linf in 1u64..30, c in 1u64..60, l1 in any::<bool>(), h in 1u128..2000, seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let parts: Vec<GroupPartial> = groups.iter().enumerate().map(|(g, &(rows, nn_pct, mean, spread))| {
+            let count = rows * nn_pct / 100;
+            // values within [-h, h]: a sum and sum of squares consistent with count values
+            let v = (mean as i128).clamp(-(h as i128), h as i128);
+            let v2 = (v * v) as u128;
+            let sq = (v2 + spread as u128 % (h * h - v2 + 1)) as i128;
+            GroupPartial { group: g as u32, rows, values: vec![ValueStats { count, sum: v * count as i128, sum_sq: sq * count as i128 }], bins: vec![] }
+        }).collect();
+        let family = if l1 { Family::L1 { max_rows_per_unit: c } } else { Family::L0Linf { max_groups_per_unit: l0, max_rows_per_group: linf } };
+        let out = bound_unit(&mut r, &parts, family);
+        prop_assert!(check(&out, family, &[ValueLimit { abs: h, sq: Some(h * h) }]).is_ok(), "{out:?}");
+    }
+}

@@ -52,9 +52,24 @@ pub struct Optimal {
     probs: Vec<u64>,
     eps_key: f64,
     delta_key: f64,
+    /// The exact per-key parameters the probabilities satisfy.
+    pub epsilon_key: Amount,
+    pub delta_key_exact: Amount,
 }
 
+const TWO64: u128 = 1 << 64;
+
 impl Optimal {
+    /// The optimal selector for a person touching at most `l0` keys, with
+    /// per-key budget (⌊ε/l0⌋, ⌊δ/l0⌋).
+    ///
+    /// **Outward rounding.** Every π(n) is a numerator over 2⁶⁴ computed from
+    /// the previous (already rounded) one with a *lower* bound on e^ε (from an
+    /// ε no larger than the key's), a *lower* bound on δ and an *upper* bound on
+    /// e^{−ε}, and then rounded down; so both DVGM22 constraints,
+    /// π(n) ≤ e^ε π(n−1) + δ and π(n) ≤ 1 − e^{−ε}(1 − π(n−1) − δ), hold
+    /// exactly for the probabilities that are sampled. (`test.rs` checks them
+    /// with rational arithmetic.)
     pub fn new(epsilon: Amount, delta: Amount, l0: u64) -> Result<Optimal, PartitionError> {
         if epsilon.is_zero() {
             return Err(PartitionError::ZeroEpsilon);
@@ -62,35 +77,68 @@ impl Optimal {
         if delta.is_zero() {
             return Err(PartitionError::NeedDelta);
         }
-        let l0 = l0.max(1) as f64;
-        let eps = epsilon.to_f64() / l0;
-        let delta_key = delta.to_f64() / l0;
-        if delta_key < 1e-15 {
+        let l0 = l0.max(1);
+        let epsilon_key = epsilon.mul_ratio_floor(1, l0 as u128);
+        let delta_key_exact = delta.mul_ratio_floor(1, l0 as u128);
+        let eps = epsilon_key.to_f64();
+        let delta_key = delta_key_exact.to_f64();
+        if delta_key < 1e-15 || epsilon_key.is_zero() {
             return Err(PartitionError::DeltaTooSmall(delta_key));
         }
-        // a tiny relative slack absorbs f64 rounding in the recursion
-        let d = delta_key * (1.0 - 1e-9);
-        let e = eps.exp();
-        let em = (-eps).exp();
+        let slack = 1.0 - 8.0 * f64::EPSILON;
+        let eps_lo = eps * slack;
+        // fixed point with 64 fractional bits
+        let e_lo: u128 = ((eps_lo.exp() * slack) * TWO64 as f64).floor() as u128;
+        let e_neg_hi: u128 = (((-eps_lo).exp() / slack) * TWO64 as f64).ceil() as u128;
+        let d_lo: u128 = {
+            use num_bigint::BigUint;
+            use num_traits::ToPrimitive;
+            let v = BigUint::from(delta_key_exact.atto()) * BigUint::from(TWO64) / BigUint::from(crate::privacy::amount::SCALE);
+            v.to_u128().unwrap_or(u128::MAX)
+        };
         let mut probs = vec![0u64];
-        let mut prev = 0.0f64;
+        let mut prev: u128 = 0;
         loop {
-            let p = (e * prev + d).min(1.0 - em * (1.0 - prev - d)).min(1.0);
-            if p >= 1.0 - 1e-18 || probs.len() > 10_000_000 {
+            // a = ⌊e_lo·π/2⁶⁴⌋ + ⌊δ·2⁶⁴⌋  ≤ e^ε·π + δ
+            let a = mul_shift(e_lo, prev).saturating_add(d_lo);
+            // b = 2⁶⁴ − ⌈e_neg_hi·(2⁶⁴ − π − δ)/2⁶⁴⌉  ≤ 1 − e^{−ε}(1 − π − δ)
+            let rest = TWO64.saturating_sub(prev).saturating_sub(d_lo);
+            let b = TWO64.saturating_sub(mul_shift_ceil(e_neg_hi, rest));
+            let next = a.min(b).max(prev);
+            if next >= TWO64 || probs.len() > 10_000_000 {
                 break;
             }
-            probs.push(floor_2_64(p));
-            prev = p;
+            probs.push(next as u64);
+            if next == prev && next > 0 {
+                // no progress is possible at this precision: π = 1 from here on would break the
+                // constraints, so keep the last probability (valid for every larger n)
+                break;
+            }
+            prev = next;
         }
-        Ok(Optimal { probs, eps_key: eps, delta_key })
+        Ok(Optimal { probs, eps_key: eps, delta_key, epsilon_key, delta_key_exact })
     }
 
     /// π(n) as f64.
     pub fn probability(&self, n: u64) -> f64 {
         match self.probs.get(n as usize) {
             Some(&k) => k as f64 / 18_446_744_073_709_551_616.0,
-            None => 1.0,
+            None => self.beyond(),
         }
+    }
+
+    fn beyond(&self) -> f64 {
+        if self.saturated() { 1.0 } else { *self.probs.last().unwrap() as f64 / 18_446_744_073_709_551_616.0 }
+    }
+
+    /// Whether the table ends because π reached 1 (else it stalled below 1).
+    fn saturated(&self) -> bool {
+        self.probs.len() < 2 || self.probs[self.probs.len() - 1] != self.probs[self.probs.len() - 2]
+    }
+
+    /// The numerators π(n)·2⁶⁴ (for the exact test).
+    pub fn numerators(&self) -> &[u64] {
+        &self.probs
     }
 
     pub fn per_key(&self) -> (f64, f64) {
@@ -98,19 +146,29 @@ impl Optimal {
     }
 }
 
-fn floor_2_64(p: f64) -> u64 {
-    if p <= 0.0 {
-        return 0;
-    }
-    let x = p * 18_446_744_073_709_551_616.0;
-    if x >= u64::MAX as f64 { u64::MAX } else { x.floor() as u64 }
+/// ⌊a·b / 2⁶⁴⌋ without overflow.
+fn mul_shift(a: u128, b: u128) -> u128 {
+    use num_bigint::BigUint;
+    use num_traits::ToPrimitive;
+    ((BigUint::from(a) * BigUint::from(b)) >> 64u32).to_u128().unwrap_or(u128::MAX)
+}
+
+/// ⌈a·b / 2⁶⁴⌉ without overflow.
+fn mul_shift_ceil(a: u128, b: u128) -> u128 {
+    use num_bigint::BigUint;
+    use num_traits::ToPrimitive;
+    let p = BigUint::from(a) * BigUint::from(b);
+    let q = &p >> 64u32;
+    let exact = (&q << 64u32) == p;
+    (if exact { q } else { q + 1u32 }).to_u128().unwrap_or(u128::MAX)
 }
 
 impl Selector for Optimal {
     fn keep<R: RngCore + CryptoRng>(&self, rng: &mut R, n: u64) -> bool {
         match self.probs.get(n as usize) {
             Some(&k) => rng.random::<u64>() < k,
-            None => true,
+            None if self.saturated() => true,
+            None => rng.random::<u64>() < *self.probs.last().unwrap(),
         }
     }
     fn single_unit_release_probability(&self) -> f64 {
@@ -148,10 +206,12 @@ impl LaplaceThreshold {
         }
         // P(Z ≥ m) = α^m / (1 + α) for m ≥ 1; need P(Z ≥ τ − 1) ≤ δ_key
         let mut m = (((delta_key * (1.0 + alpha)).ln() / alpha.ln()).ceil() as i128).max(1);
-        while upper_tail(alpha, m) > delta_key {
+        // a relative margin absorbs f64 rounding in the tail: the δ charged is never exceeded
+        let target = delta_key * (1.0 - 1e-9);
+        while upper_tail(alpha, m) > target {
             m += 1;
         }
-        while m > 1 && upper_tail(alpha, m - 1) <= delta_key {
+        while m > 1 && upper_tail(alpha, m - 1) <= target {
             m -= 1;
         }
         Ok(LaplaceThreshold { noise, threshold: m + 1, alpha })

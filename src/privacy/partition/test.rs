@@ -63,3 +63,49 @@ fn delta_zero_is_refused_with_a_way_out() {
     let e = Optimal::new(a("1"), Amount::ZERO, 1).unwrap_err();
     assert!(e.to_string().contains("--delta"));
 }
+
+/// The probabilities the optimal selector samples satisfy the DVGM22
+/// constraints exactly — checked in rational arithmetic with a Taylor lower
+/// bound L ≤ e^ε and 1/L ≥ e^{−ε}:
+/// π(n) ≤ e^ε·π(n−1) + δ and π(n) ≤ 1 − e^{−ε}(1 − π(n−1) − δ), π non-decreasing.
+#[test]
+fn optimal_probabilities_satisfy_the_recurrence_exactly() {
+    use num_bigint::{BigInt, BigUint};
+    let s18 = BigUint::from(crate::privacy::amount::SCALE);
+    let two64 = BigUint::from(1u128 << 64);
+    for e in ["0.1", "1", "3"] {
+        for d in ["1e-5", "1e-9"] {
+            for l0 in [1u64, 4] {
+                let opt = Optimal::new(a(e), a(d), l0).unwrap();
+                let (eatto, datto) = (BigUint::from(opt.epsilon_key.atto()), BigUint::from(opt.delta_key_exact.atto()));
+                // L = Σ_{i≤T} ε^i / i!  with ε = eatto / 10^18
+                let t = 40u32;
+                let mut fact = vec![BigUint::from(1u32)];
+                for i in 1..=t {
+                    let f = &fact[i as usize - 1] * BigUint::from(i);
+                    fact.push(f);
+                }
+                let lden = s18.pow(t) * &fact[t as usize];
+                let mut lnum = BigUint::from(0u32);
+                for i in 0..=t {
+                    lnum += eatto.pow(i) * s18.pow(t - i) * (&fact[t as usize] / &fact[i as usize]);
+                }
+                let k = opt.numerators();
+                assert_eq!(k[0], 0);
+                for n in 1..k.len() {
+                    let (kn, kp) = (BigUint::from(k[n]), BigUint::from(k[n - 1]));
+                    assert!(kn >= kp, "not monotone at {n}");
+                    // (a) kn·Lden·10^18 ≤ Lnum·kp·10^18 + datto·2^64·Lden
+                    assert!(&kn * &lden * &s18 <= &lnum * &kp * &s18 + &datto * &two64 * &lden, "ε={e} δ={d} L0={l0}: (a) fails at n={n}");
+                    // (c) kn·Lnum·10^18 ≤ 2^64·Lnum·10^18 − Rnum·Lden, Rnum = 2^64·10^18 − kp·10^18 − datto·2^64
+                    let rnum = BigInt::from(&two64 * &s18) - BigInt::from(&kp * &s18) - BigInt::from(&datto * &two64);
+                    if rnum > BigInt::from(0) {
+                        let lhs = BigInt::from(&kn * &lnum * &s18);
+                        let rhs = BigInt::from(&two64 * &lnum * &s18) - rnum * BigInt::from(lden.clone());
+                        assert!(lhs <= rhs, "ε={e} δ={d} L0={l0}: (c) fails at n={n}");
+                    }
+                }
+            }
+        }
+    }
+}

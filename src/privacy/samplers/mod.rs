@@ -189,13 +189,18 @@ pub struct Variance {
 }
 
 impl Variance {
+    /// num/den as f64 (relative error ≤ 2⁻⁵⁰) for any sizes of num and den.
     pub fn to_f64(&self) -> f64 {
-        // ratio of big integers without overflow
-        let shift = self.num.bits().max(self.den.bits()).saturating_sub(60);
-        let n = (&self.num >> shift).to_f64().unwrap_or(f64::MAX);
-        let d = (&self.den >> shift).to_f64().unwrap_or(f64::MAX);
-        n / d
+        let (mn, en) = big_to_f64(&self.num);
+        let (md, ed) = big_to_f64(&self.den);
+        (mn / md) * 2f64.powi((en - ed).clamp(-2000, 2000) as i32)
     }
+}
+
+/// x = m·2^e with m < 2⁶⁴ exact to 64 bits.
+fn big_to_f64(x: &BigUint) -> (f64, i64) {
+    let shift = x.bits().saturating_sub(64);
+    ((x >> shift).to_f64().unwrap_or(f64::MAX), shift as i64)
 }
 
 /// Discrete Gaussian with variance parameter σ² = num/den, exact (CKS20 Algorithm 3).

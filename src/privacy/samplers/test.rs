@@ -150,3 +150,19 @@ fn a_broken_sampler_is_caught() {
     let result = std::panic::catch_unwind(|| chi2_check(&samples, |x| dlap_pmf(10.0, x), "deliberately wrong"));
     assert!(result.is_err(), "a 5 % scale error went unnoticed");
 }
+
+#[test]
+fn variance_to_f64_handles_any_sizes() {
+    use num_bigint::BigUint;
+    let v = Variance { num: BigUint::from(1u32) << 200u32, den: BigUint::from(3u32) };
+    let want = 2f64.powi(200) / 3.0;
+    assert!((v.to_f64() / want - 1.0).abs() < 1e-15, "{}", v.to_f64());
+    let v = Variance { num: BigUint::from(5u32), den: BigUint::from(1u32) << 100u32 };
+    assert!((v.to_f64() / (5.0 * 2f64.powi(-100)) - 1.0).abs() < 1e-15);
+    // σ² ≈ 2^60: was +inf
+    let v = Variance {
+        num: (BigUint::from(1u32) << 80u32) * BigUint::from(1_000_000_000_000_000_000u128),
+        den: BigUint::from(2u32) * BigUint::from(1_000_000_000_000_000_000u128) >> 0u32,
+    };
+    assert!(v.to_f64().is_finite());
+}
