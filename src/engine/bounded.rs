@@ -34,7 +34,7 @@ use super::analyze::{AggKind, DpQuery};
 use super::error::{EngineError, Result};
 use super::plan::Calibration;
 use super::session::Sessions;
-use crate::privacy::bounding::{self, Family, GroupPartial, UnitShape, ValueStats};
+use crate::privacy::bounding::{self, GroupPartial, UnitShape, ValueStats};
 
 const U: &str = "__u";
 
@@ -128,7 +128,13 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
             }
             AggKind::Sum | AggKind::Avg | AggKind::Variance { .. } => {
                 let (lo, hi) = a.bounds.expect("bounded");
-                proj.push(encode(a.arg.clone().expect("arg"), lo, hi, ap.grid.size()).alias(format!("__v{j}")));
+                let e = encode(a.arg.clone().expect("arg"), lo, hi, ap.mechanism.grid().size());
+                // AVG/VARIANCE: centred exactly at the bounds' midpoint before any bounding
+                let e = match ap.mechanism.centre() {
+                    Some(mid) => e - lit(mid),
+                    None => e,
+                };
+                proj.push(e.alias(format!("__v{j}")));
                 values.push((j, true, matches!(a.kind, AggKind::Variance { .. })));
             }
             _ => {}
@@ -162,7 +168,7 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
 /// The partials plan of one quantile aggregate: counts per (person, group, bin).
 pub fn quantile_plan(q: &DpQuery, cal: &Calibration, j: usize) -> Result<BoundedPlan> {
     let a = &q.aggs[j];
-    let (dom, _, _) = cal.aggs[j].quantile.expect("quantile calibrated");
+    let dom = cal.aggs[j].mechanism.quantile().ok_or_else(|| super::error::internal("a quantile plan for an aggregate that is not a quantile"))?.domain;
     let mut proj = vec![Expr::Column(q.unit.clone()).alias(U)];
     for i in 0..q.keys.len() {
         proj.push(key_expr(q, i));
@@ -541,42 +547,83 @@ pub fn unit_rng(seed: &[u8; 32], plan_tag: u64, unit: &[u8]) -> rand_chacha::Cha
     r
 }
 
-/// Run a bounded plan and total the bounded contributions per group.
+/// Run a bounded plan and total the bounded contributions per group. Every
+/// person's contributions are checked against the family's limits and the value
+/// columns' calibrated ranges (`limits`, in value-slot order); a contribution
+/// outside them is a dpq bug and fails the query closed.
 pub async fn bounded_totals(
     sessions: &Sessions,
     plan: &BoundedPlan,
     groups: &mut Groups,
-    family: Family,
+    cal: &Calibration,
     bins: usize,
     seed: &[u8; 32],
     plan_tag: u64,
 ) -> Result<HashMap<u32, GroupTotal>> {
+    let family = cal.family;
+    let limits = limits(plan, cal);
+    let limits = &limits[..];
     let nv = plan.values.len();
     let mut totals: HashMap<u32, GroupTotal> = HashMap::new();
+    let mut violation: Option<bounding::OutOfRange> = None;
     for_each_unit(sessions, plan, groups, nv, |unit, parts| {
         let mut rng = unit_rng(seed, plan_tag, unit);
-        for c in bounding::bound_unit(&mut rng, parts, family) {
-            let t = totals.entry(c.group).or_insert_with(|| GroupTotal {
-                values: vec![ValueStats::default(); nv],
-                hist: if bins > 0 { vec![0; bins] } else { vec![] },
-                ..Default::default()
-            });
-            t.rows += c.rows;
-            t.units += 1;
-            for (a, b) in t.values.iter_mut().zip(&c.values) {
-                a.count += b.count;
-                a.sum += b.sum;
-                a.sum_sq += b.sum_sq;
-            }
-            for (b, n) in c.bins {
-                if let Some(h) = t.hist.get_mut(b as usize) {
-                    *h += n;
-                }
-            }
+        let contributions = bounding::bound_unit(&mut rng, parts, family);
+        if let Err(e) = bounding::check(&contributions, family, limits) {
+            violation.get_or_insert(e);
+            return;
         }
+        add_contributions(&mut totals, contributions, nv, bins);
     })
     .await?;
+    if let Some(v) = violation {
+        return Err(super::error::internal(v.to_string()));
+    }
     Ok(totals)
+}
+
+/// Add one person's bounded contributions to the group totals.
+pub(crate) fn add_contributions(totals: &mut HashMap<u32, GroupTotal>, contributions: Vec<bounding::Contribution>, nv: usize, bins: usize) {
+    for c in contributions {
+        let t = totals.entry(c.group).or_insert_with(|| GroupTotal {
+            values: vec![ValueStats::default(); nv],
+            hist: if bins > 0 { vec![0; bins] } else { vec![] },
+            ..Default::default()
+        });
+        t.rows += c.rows;
+        t.units += 1;
+        for (a, b) in t.values.iter_mut().zip(&c.values) {
+            a.count += b.count;
+            a.sum += b.sum;
+            a.sum_sq += b.sum_sq;
+        }
+        for (b, n) in c.bins {
+            if let Some(h) = t.hist.get_mut(b as usize) {
+                *h += n;
+            }
+        }
+    }
+}
+
+/// Every person's exact partials (before bounding), for audits that re-bound
+/// with fresh randomness in every trial.
+#[cfg(test)]
+pub(crate) async fn unit_partials(sessions: &Sessions, plan: &BoundedPlan, groups: &mut Groups) -> Result<Vec<Vec<GroupPartial>>> {
+    let mut out = Vec::new();
+    let nv = plan.values.len();
+    for_each_unit(sessions, plan, groups, nv, |_, parts| out.push(parts.to_vec())).await?;
+    Ok(out)
+}
+
+/// The value limits of a plan's value columns (for [`bounding::check`]).
+pub(crate) fn limits(plan: &BoundedPlan, cal: &Calibration) -> Vec<bounding::ValueLimit> {
+    plan.values.iter().map(|&(j, _, _)| cal.aggs[j].mechanism.value_limit()).collect()
+}
+
+/// How many value columns a plan carries.
+#[cfg(test)]
+pub(crate) fn value_count(plan: &BoundedPlan) -> usize {
+    plan.values.len()
 }
 
 /// Which value slot of a stats plan holds aggregate `j`.

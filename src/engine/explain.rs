@@ -6,10 +6,11 @@
 use serde::Serialize;
 
 use super::Prepared;
-use super::analyze::{AggKind, DpQuery};
+use super::analyze::DpQuery;
 use super::bounded;
 use super::error::Result;
-use super::plan::{Calibration, QueryParams};
+use super::plan::{AggMechanism, Calibration, QueryParams};
+use crate::privacy::mechanisms::Mechanism;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CellAccuracy {
@@ -86,33 +87,22 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
     let mut cells = Vec::new();
     for (j, ap) in cal.aggs.iter().enumerate() {
         let a = &q.aggs[j];
-        let g = ap.grid.size();
         let comps: Vec<ComponentText> = ap
-            .components
-            .iter()
-            .map(|c| ComponentText {
-                what: c.what.to_string(),
-                sensitivity: c.sensitivity.to_string(),
-                noise: c.noise.as_ref().map(|n| n.describe()).unwrap_or_default(),
-                epsilon: c.epsilon.to_string(),
-                stddev: c.stddev,
-            })
+            .mechanism
+            .describe()
+            .into_iter()
+            .map(|c| ComponentText { what: c.what.to_string(), sensitivity: c.sensitivity.to_string(), noise: c.noise, epsilon: c.cost, stddev: c.stddev })
             .collect();
-        let (stddev, hw, note) = match a.kind {
-            AggKind::CountRows | AggKind::CountValues | AggKind::CountUnits => {
-                let n = ap.components[0].noise.as_ref().unwrap();
-                (Some(n.stddev()), Some(n.halfwidth(cal.confidence) as f64), None)
-            }
-            AggKind::Sum => {
-                let n = ap.components[0].noise.as_ref().unwrap();
-                (Some(n.stddev() * g), Some(n.halfwidth(cal.confidence) as f64 * g), None)
-            }
-            AggKind::Avg | AggKind::Variance { .. } => {
+        let (stddev, hw, note) = match &ap.mechanism {
+            AggMechanism::Count(c) => (Some(c.noise.stddev()), Some(c.halfwidth(cal.confidence)), None),
+            AggMechanism::Sum(m) => (Some(m.noise.stddev() * m.grid.size()), Some(m.halfwidth(cal.confidence)), None),
+            AggMechanism::Mean(_) | AggMechanism::Variance(_) => {
                 (None, None, Some("error depends on the number of values n (≈ noise stddev of the sum / n); see components".to_string()))
             }
-            AggKind::Quantile { q: level } => {
-                let (dom, eps_g, m) = ap.quantile.unwrap();
-                let r = crate::privacy::quantile::rank_error(level, m, eps_g.to_f64() * 0.5, dom.bins, (1.0 - cal.confidence) / 3.0);
+            AggMechanism::Quantile(m) => {
+                let level = m.level;
+                let dom = m.domain;
+                let r = crate::privacy::quantile::rank_error(level, m.values_per_unit, m.epsilon_group.to_f64() * 0.5, dom.bins, (1.0 - cal.confidence) / 3.0);
                 (
                     None,
                     None,
@@ -141,18 +131,20 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
     let stats = bounded::stats_plan(q, cal)?;
     let mut plan_text = if super::needs_counts_pass(q, cal) {
         stats.display()
-    } else if !cal.auto_bounds_epsilon.is_zero() {
+    } else if cal.auto_bounds.is_some() {
         format!("-- per-person sizes for --auto-bounds:\n{}", stats.display())
     } else {
         "-- no counts pass: every aggregate is a quantile and no key needs partition selection".to_string()
     };
     for (j, ap) in cal.aggs.iter().enumerate() {
-        if ap.quantile.is_some() {
+        if ap.mechanism.quantile().is_some() {
             plan_text.push_str(&format!("\n-- quantile partials for {}:\n", q.aggs[j].display));
             plan_text.push_str(&bounded::quantile_plan(q, cal, j)?.display());
         }
     }
-    let eps = cal.epsilon.to_f64();
+    let (charge_eps, charge_delta) = cal.charge();
+    let auto_eps = cal.auto_bounds.as_ref().map(|a| crate::privacy::accountant::basic(&a.releases()).0).unwrap_or_default();
+    let eps = charge_eps.to_f64();
     Ok(Explanation {
         sql: sql.to_string(),
         public: false,
@@ -173,13 +165,16 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
                 (k.display.clone(), d)
             })
             .collect(),
-        epsilon: cal.epsilon.to_string(),
-        delta: cal.delta.to_string(),
-        auto_bounds_epsilon: cal.auto_bounds_epsilon.to_string(),
-        selection: cal
-            .selection
-            .as_ref()
-            .map(|s| format!("{:?} partition selection: ε={}, δ={}, ≤ {} groups per person", s.kind, s.epsilon, s.delta, s.groups_per_unit)),
+        epsilon: charge_eps.to_string(),
+        delta: charge_delta.to_string(),
+        auto_bounds_epsilon: auto_eps.to_string(),
+        selection: cal.selection.as_ref().map(|s| {
+            let kind = match s.rule {
+                crate::privacy::mechanisms::partition::Rule::Optimal(_) => "Optimal",
+                crate::privacy::mechanisms::partition::Rule::Laplace(_) => "Laplace",
+            };
+            format!("{kind} partition selection: ε={}, δ={}, ≤ {} groups per person", s.epsilon, s.delta, s.groups_per_unit)
+        }),
         cells,
         confidence: cal.confidence,
         bounded_plan: Some(plan_text),
@@ -190,7 +185,7 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
         if params.auto_bounds {
             e.bounding = Some(format!(
                 "chosen at run time by --auto-bounds (ε={} on DP quantiles of per-person contributions); default {}",
-                cal.auto_bounds_epsilon,
+                auto_eps,
                 cal.family.describe()
             ));
         }
@@ -235,7 +230,7 @@ impl Explanation {
                 c.bounds.map(|(a, b)| format!(", values clamped to [{a}, {b}]")).unwrap_or_default()
             );
             for comp in &c.components {
-                let _ = writeln!(s, "    {}: sensitivity {}, {}, ε={}", comp.what, comp.sensitivity, comp.noise, comp.epsilon);
+                let _ = writeln!(s, "    {}: sensitivity {}, {}, {}", comp.what, comp.sensitivity, comp.noise, comp.epsilon);
             }
             if let (Some(sd), Some(hw)) = (c.stddev, c.ci_halfwidth) {
                 let _ = writeln!(s, "    expected error per cell: stddev {:.3}, {:.0}% CI ±{:.3}", sd, self.confidence * 100.0, hw);

@@ -18,14 +18,12 @@ pub mod total;
 
 use std::collections::{BTreeSet, HashMap};
 
-use rand::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::Dataset;
 use crate::ledger::{ChargeRequest, Ledger, Replay};
 use crate::privacy::amount::Amount;
-use crate::privacy::bounding;
-use crate::privacy::quantile;
+use crate::privacy::mechanisms::Mechanism;
 use analyze::{Analysis, DpQuery, PublicDomains};
 pub use error::{EngineError, Result};
 use plan::{Calibration, QueryParams};
@@ -135,13 +133,14 @@ impl Engine {
                         None => {}
                     }
                 }
+                let (epsilon, delta) = cal.charge();
                 let charge = ChargeRequest {
                     kind: "query".into(),
                     text: sql.clone(),
                     query_key: Some(key.clone()),
-                    epsilon: cal.epsilon,
-                    delta: cal.delta,
-                    releases: cal.releases.clone(),
+                    epsilon,
+                    delta,
+                    releases: cal.releases(),
                     params: serde_json::json!({
                         "mechanism": cal.mechanism,
                         "bounding": cal.family,
@@ -154,13 +153,16 @@ impl Engine {
                 let charged = ledger.charge(&charge)?;
                 let mut r = self.compute(query, cal, charged.seed).await?;
                 r.privacy = Some(privacy_of(cal, query, charged.entry, Some(charged.hash.clone()), charged.remaining_epsilon, charged.remaining_delta, false));
+                if let (Some(p), Some(b)) = (&mut r.privacy, &r.bounding_used) {
+                    p.bounding = b.clone();
+                }
                 ledger.store_result(charged.entry, &serde_json::to_value(&r).unwrap())?;
                 Ok(r)
             }
         }
     }
 
-    /// Execute and release with the randomness of `seed` (the ledger entry's).
+    /// Execute and release with the randomness of `seed`.
     pub async fn compute(&self, q: &DpQuery, cal: &Calibration, seed: [u8; 32]) -> Result<QueryResult> {
         let stream = |n: u64| {
             let mut r = crate::privacy::samplers::seeded_rng(seed);
@@ -170,41 +172,29 @@ impl Engine {
         let mut groups = bounded::Groups::new(q)?;
         let mut cal = cal.clone();
         let mut notes = Vec::new();
-        if cal.auto_bounds_epsilon > Amount::ZERO {
-            // the public cap on groups per person: the declared domain's size (read before any private row)
-            let cap = if q.keys.is_empty() {
-                None
-            } else if groups.domain_complete {
-                Some(groups.len() as u64)
-            } else {
-                Some(u64::MAX)
-            };
+        if let Some(ab) = cal.auto_bounds.clone() {
             let stats = bounded::stats_plan(q, &cal)?;
             let shapes = bounded::unit_shapes(&self.sessions, &stats, &mut groups).await?;
-            let (c, l0, linf) = auto_bounds(&shapes, cal.auto_bounds_epsilon, cap, &mut stream(0))?;
-            let params = QueryParams { max_rows_per_unit: Some(c), max_groups_per_unit: Some(l0), max_rows_per_group: Some(linf), ..params_of(&cal) };
-            let (family, alt, why) = plan::choose_family(q, &params, c, l0, linf);
-            let auto_eps = cal.auto_bounds_epsilon;
-            let mut recal = plan::calibrate(q, &QueryParams { auto_bounds: false, epsilon: cal.epsilon - auto_eps, ..params }, family, alt, why)?;
-            recal.epsilon = cal.epsilon;
-            recal.auto_bounds_epsilon = auto_eps;
-            recal.releases = cal.releases.clone();
-            notes.push(format!(
-                "--auto-bounds spent ε={auto_eps} on DP quantiles of per-person contributions and chose ≤ {c} rows per person, ≤ {l0} groups per person, ≤ {linf} rows per person and group"
-            ));
+            let limits = ab.choose(&shapes, &mut stream(0)).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let (recal, fallback) = cal.with_limits(q, limits)?;
+            let spent = crate::privacy::accountant::basic(&ab.releases()).0;
+            notes.push(match fallback {
+                None => format!(
+                    "--auto-bounds spent ε={spent} on DP quantiles of per-person contributions and chose ≤ {} rows per person, ≤ {} groups per person, ≤ {} rows per person and group",
+                    limits.max_rows_per_unit, limits.max_groups_per_unit, limits.max_rows_per_group
+                ),
+                Some(why) => why,
+            });
             cal = recal;
         }
         let stats = bounded::stats_plan(q, &cal)?;
-        let totals = if needs_counts_pass(q, &cal) {
-            bounded::bounded_totals(&self.sessions, &stats, &mut groups, cal.family, 0, &seed, 1).await?
-        } else {
-            HashMap::new()
-        };
+        let totals =
+            if needs_counts_pass(q, &cal) { bounded::bounded_totals(&self.sessions, &stats, &mut groups, &cal, 0, &seed, 1).await? } else { HashMap::new() };
         let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
         for (j, ap) in cal.aggs.iter().enumerate() {
-            if let Some((dom, _, _)) = &ap.quantile {
+            if let Some(m) = ap.mechanism.quantile() {
                 let qp = bounded::quantile_plan(q, &cal, j)?;
-                qtotals[j] = Some(bounded::bounded_totals(&self.sessions, &qp, &mut groups, cal.family, dom.bins, &seed, 10 + j as u64).await?);
+                qtotals[j] = Some(bounded::bounded_totals(&self.sessions, &qp, &mut groups, &cal, m.domain.bins, &seed, 10 + j as u64).await?);
             }
         }
         let mut noise_rng = stream(2);
@@ -223,6 +213,7 @@ impl Engine {
             cal.confidence * 100.0,
             cal.family.describe()
         ));
+        r.bounding_used = Some(cal.family.describe());
         Ok(r)
     }
 }
@@ -234,67 +225,12 @@ pub fn needs_counts_pass(q: &DpQuery, cal: &Calibration) -> bool {
     cal.selection.is_some() || q.aggs.iter().any(|a| !matches!(a.kind, analyze::AggKind::Quantile { .. }))
 }
 
-fn params_of(cal: &Calibration) -> QueryParams {
-    QueryParams {
-        epsilon: cal.epsilon,
-        delta: cal.delta,
-        max_rows_per_unit: None,
-        max_groups_per_unit: None,
-        max_rows_per_group: None,
-        default_rows_per_unit: 1,
-        default_groups_per_unit: 1,
-        default_rows_per_group: 1,
-        mechanism: cal.mechanism,
-        partition_selection: cal.selection.as_ref().map(|s| s.kind).unwrap_or_default(),
-        confidence: cal.confidence,
-        auto_bounds: false,
-        auto_bounds_share: 0.1,
-    }
-}
-
-/// Percentile of per-person contributions that `--auto-bounds` aims to keep whole.
-pub const AUTO_BOUNDS_LEVEL: f64 = 0.9;
-
-/// Base measure of the `--auto-bounds` quantiles: bin k (bound 2^(k+1) − 1)
-/// weighs exp(−k) before the data is seen (see
-/// [`quantile::em_quantile_with_prior`]). Without it, few people or a small ε
-/// let the ~30 empty bins above the data outvote the right one, and the chosen
-/// bounds were absurd (≤ 2³⁷ rows per person on data with a few hundred).
-pub const AUTO_BOUNDS_PRIOR: (u64, u64) = (1, 1);
-
-/// DP choice of (C, L0, Linf) from per-person contribution shapes: three
-/// exponential-mechanism quantiles (ε/3 each, one value per person) over log₂
-/// bins, with the decreasing base measure [`AUTO_BOUNDS_PRIOR`].
-///
-/// `groups` is `None` for a global aggregate, else the most groups a person can
-/// touch as far as public knowledge goes: the size of the declared key domain,
-/// or `u64::MAX` when some key has none. L0 candidates stop at that size.
-pub fn auto_bounds<R: RngCore + CryptoRng>(shapes: &[bounding::UnitShape], epsilon: Amount, groups: Option<u64>, rng: &mut R) -> Result<(u64, u64, u64)> {
-    let third = epsilon.mul_ratio_floor(1, 3);
-    let mut pick = |f: &dyn Fn(&bounding::UnitShape) -> u64, cap: u64| -> Result<u64> {
-        let mut hist = vec![0u64; bounding::log2_bin(cap) + 1];
-        for s in shapes {
-            hist[bounding::log2_bin(f(s).min(cap))] += 1;
-        }
-        let bin =
-            quantile::em_quantile_with_prior(rng, &hist, AUTO_BOUNDS_LEVEL, third, 1, AUTO_BOUNDS_PRIOR).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        Ok(bounding::log2_bin_upper(bin).clamp(1, cap))
-    };
-    let c = pick(&|s| s.rows, u64::MAX)?;
-    let l0 = match groups {
-        Some(cap) => pick(&|s| s.groups, cap.max(1))?,
-        None => 1,
-    };
-    let linf = pick(&|s| s.max_rows_in_group, u64::MAX)?;
-    Ok((c, l0, linf))
-}
-
 fn privacy_of(cal: &Calibration, q: &DpQuery, entry: i64, hash: Option<String>, remaining: f64, remaining_delta: Amount, replayed: bool) -> Privacy {
     Privacy {
-        epsilon: if replayed { "0".into() } else { cal.epsilon.to_string() },
-        delta: if replayed { "0".into() } else { cal.delta.to_string() },
-        charged_epsilon: cal.epsilon.to_string(),
-        charged_delta: cal.delta.to_string(),
+        epsilon: if replayed { "0".into() } else { cal.charge().0.to_string() },
+        delta: if replayed { "0".into() } else { cal.charge().1.to_string() },
+        charged_epsilon: cal.charge().0.to_string(),
+        charged_delta: cal.charge().1.to_string(),
         remaining_epsilon: remaining,
         remaining_delta: remaining_delta.to_string(),
         entry: Some(entry),

@@ -1,18 +1,28 @@
 //! Calibration: from an analysed query and its parameters to the bounding
-//! family, the ε/δ split, each aggregate's grid and noise, and the releases
-//! charged to the ledger. Decided from parameters only, never from data
-//! (`--auto-bounds` re-calibrates after its own DP estimate).
+//! family, the ε/δ split and one mechanism of `privacy::mechanisms` per
+//! aggregate. Decided from parameters only, never from data (`--auto-bounds`
+//! re-calibrates after its own DP release). What the ledger charges is derived
+//! from the mechanisms built here ([`Calibration::releases`]) — there is no
+//! second computation of the cost.
 
 use serde::Serialize;
 
 use super::analyze::{AggKind, DpQuery};
 use super::error::{EngineError, Result, refused};
 use crate::config::{MechanismKind, PartitionSelectionKind};
-use crate::privacy::accountant::{Release, rho_for};
+use crate::privacy::accountant::{self, Release};
 use crate::privacy::amount::Amount;
-use crate::privacy::bounding::Family;
+use crate::privacy::bounding::{Family, ValueLimit};
+
 use crate::privacy::fixed_point::Grid;
-use crate::privacy::noise::Noise;
+use crate::privacy::mechanisms::auto_bounds::AutoBounds;
+use crate::privacy::mechanisms::count::Count;
+use crate::privacy::mechanisms::mean::Mean;
+use crate::privacy::mechanisms::partition::PartitionSelection;
+use crate::privacy::mechanisms::quantile::Quantile;
+use crate::privacy::mechanisms::sum::Sum;
+use crate::privacy::mechanisms::variance::Variance;
+use crate::privacy::mechanisms::{Additive, Budget, Mechanism, MechanismError, Sensitivity, pool};
 use crate::privacy::quantile::Domain as QDomain;
 
 /// Per-query privacy parameters (dpq.toml defaults overridden by flags).
@@ -35,56 +45,229 @@ pub struct QueryParams {
     pub auto_bounds_share: f64,
 }
 
-/// One noisy component of an aggregate.
+/// The mechanism of one aggregate.
+#[derive(Debug, Clone)]
+pub enum AggMechanism {
+    Count(Count),
+    Sum(Sum),
+    Mean(Mean),
+    Variance(Variance),
+    Quantile(Quantile),
+}
+
+/// One noisy component of an aggregate, for explain.
 #[derive(Debug, Clone, Serialize)]
 pub struct Component {
     pub what: &'static str,
-    #[serde(skip)]
-    pub noise: Option<Noise>,
     pub sensitivity: u128,
-    pub epsilon: Amount,
-    pub rho: Option<Amount>,
-    pub scale: f64,
+    pub noise: String,
+    pub cost: String,
     pub stddev: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl AggMechanism {
+    fn components(&self) -> Vec<(&'static str, &Additive)> {
+        match self {
+            AggMechanism::Count(c) => vec![("count", &c.noise)],
+            AggMechanism::Sum(s) => vec![("sum", &s.noise)],
+            AggMechanism::Mean(m) => vec![("count", &m.count), ("centred sum", &m.sum)],
+            AggMechanism::Variance(v) => vec![("count", &v.count), ("centred sum", &v.sum), ("centred sum of squares", &v.squares)],
+            AggMechanism::Quantile(_) => vec![],
+        }
+    }
+
+    /// The noisy components, described (sensitivity, noise, derived cost).
+    pub fn describe(&self) -> Vec<Component> {
+        self.components()
+            .into_iter()
+            .map(|(what, a)| Component {
+                what,
+                sensitivity: if matches!(a.noise, crate::privacy::noise::Noise::Gaussian { .. }) { a.sensitivity.l2_sq } else { a.sensitivity.l1 },
+                noise: a.noise.describe(),
+                cost: match a.release() {
+                    Release::Pure { epsilon } => format!("ε={epsilon}"),
+                    Release::Zcdp { rho, .. } => format!("ρ={rho}"),
+                    Release::Approx { epsilon, delta } => format!("ε={epsilon}, δ={delta}"),
+                },
+                stddev: a.stddev(),
+            })
+            .collect()
+    }
+
+    /// The fixed-point grid of the aggregate's values.
+    pub fn grid(&self) -> Grid {
+        match self {
+            AggMechanism::Sum(s) => s.grid,
+            AggMechanism::Mean(m) => m.grid,
+            AggMechanism::Variance(v) => v.grid,
+            _ => Grid::UNIT,
+        }
+    }
+
+    /// The midpoint values are centred at (grid units), for AVG/VARIANCE.
+    pub fn centre(&self) -> Option<i64> {
+        match self {
+            AggMechanism::Mean(m) => Some(m.mid),
+            AggMechanism::Variance(v) => Some(v.mid),
+            _ => None,
+        }
+    }
+
+    /// The per-row range of the value column the noise was calibrated for.
+    pub fn value_limit(&self) -> ValueLimit {
+        match self {
+            AggMechanism::Sum(s) => ValueLimit { abs: s.per_row, sq: None },
+            AggMechanism::Mean(m) => ValueLimit { abs: m.half, sq: None },
+            AggMechanism::Variance(v) => ValueLimit { abs: v.half, sq: Some(v.half * v.half) },
+            _ => ValueLimit::default(),
+        }
+    }
+
+    pub fn quantile(&self) -> Option<&Quantile> {
+        match self {
+            AggMechanism::Quantile(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    fn releases(&self) -> Vec<Release> {
+        match self {
+            AggMechanism::Count(m) => m.releases(),
+            AggMechanism::Sum(m) => m.releases(),
+            AggMechanism::Mean(m) => m.releases(),
+            AggMechanism::Variance(m) => m.releases(),
+            AggMechanism::Quantile(m) => m.releases(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct AggPlan {
     pub name: String,
     pub kind: String,
-    #[serde(skip)]
     pub akind: AggKind,
+    /// The ε share this aggregate may spend.
     pub epsilon: Amount,
     pub bounds: Option<(f64, f64)>,
-    #[serde(skip)]
-    pub grid: Grid,
-    pub components: Vec<Component>,
-    /// Quantiles: the discretised domain, per-group ε and values per person.
-    pub quantile: Option<(QDomain, Amount, u64)>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Selection {
-    pub kind: PartitionSelectionKind,
-    pub epsilon: Amount,
-    pub delta: Amount,
-    pub groups_per_unit: u64,
+    pub mechanism: AggMechanism,
+    /// The budgets its components were calibrated with (upper bounds of their cost).
+    budgets: Vec<Budget>,
 }
 
 /// The calibrated plan of a DP query.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Calibration {
     pub family: Family,
     pub alternative: Family,
     pub why_family: String,
-    pub epsilon: Amount,
-    pub delta: Amount,
-    pub auto_bounds_epsilon: Amount,
-    pub selection: Option<Selection>,
+    /// The ε and δ the query asked for (the charge never exceeds them).
+    pub requested_epsilon: Amount,
+    pub requested_delta: Amount,
+    pub auto_bounds: Option<AutoBounds>,
+    pub selection: Option<PartitionSelection>,
     pub aggs: Vec<AggPlan>,
-    pub releases: Vec<Release>,
     pub mechanism: MechanismKind,
     pub confidence: f64,
+    /// δ used to state pooled Gaussian (zCDP) releases as (ε, δ).
+    pub noise_delta: Amount,
+    /// The parameters this was calibrated from.
+    pub params: QueryParams,
+}
+
+impl Calibration {
+    /// What the ledger charges: every mechanism's releases, derived from its
+    /// noise (Gaussian parts pooled into one zCDP release). Under
+    /// `--auto-bounds` the aggregates' noise is calibrated after the bounds are
+    /// chosen, so the charge is their budgets — each an upper bound of the cost
+    /// of any noise calibrated within it; [`Calibration::covered_by`] checks the
+    /// noise actually used against it.
+    pub fn releases(&self) -> Vec<Release> {
+        let mut out = Vec::new();
+        if let Some(a) = &self.auto_bounds {
+            out.extend(a.releases());
+        }
+        if let Some(s) = &self.selection {
+            out.extend(s.releases());
+        }
+        for a in &self.aggs {
+            if self.auto_bounds.is_some() {
+                out.extend(a.budgets.iter().map(|b| match *b {
+                    Budget::Laplace(epsilon) => Release::Pure { epsilon },
+                    Budget::Gaussian(rho) => Release::Zcdp { rho, epsilon: Amount::ZERO, delta: Amount::ZERO },
+                }));
+            } else {
+                out.extend(a.mechanism.releases());
+            }
+        }
+        pool(out, self.noise_delta)
+    }
+
+    /// The derived releases of the noise actually calibrated (no budget stand-ins).
+    pub fn derived_releases(&self) -> Vec<Release> {
+        let mut out = Vec::new();
+        if let Some(a) = &self.auto_bounds {
+            out.extend(a.releases());
+        }
+        if let Some(s) = &self.selection {
+            out.extend(s.releases());
+        }
+        for a in &self.aggs {
+            out.extend(a.mechanism.releases());
+        }
+        pool(out, self.noise_delta)
+    }
+
+    /// (ε, δ) under basic composition of [`Calibration::releases`].
+    pub fn charge(&self) -> (Amount, Amount) {
+        accountant::basic(&self.releases())
+    }
+
+    /// Does `charged` (the releases paid for) cover this calibration's noise?
+    pub fn covered_by(&self, charged: &[Release]) -> bool {
+        let (e, d) = accountant::basic(&self.derived_releases());
+        let (ce, cd) = accountant::basic(charged);
+        let rho = |r: &[Release]| r.iter().map(|x| if let Release::Zcdp { rho, .. } = x { *rho } else { Amount::ZERO }).sum::<Amount>();
+        e <= ce && d <= cd && rho(&self.derived_releases()) <= rho(charged)
+    }
+
+    /// Recalibrate with the limits an `--auto-bounds` release chose. The new
+    /// noise is calibrated within the same budgets, so what was charged covers
+    /// it (checked; a calibration that cannot be built on the chosen limits
+    /// keeps the configured ones).
+    pub fn with_limits(&self, q: &DpQuery, limits: crate::privacy::mechanisms::auto_bounds::Limits) -> Result<(Calibration, Option<String>)> {
+        let ab = self.auto_bounds.clone();
+        let auto_eps = ab.as_ref().map(|a| a.releases()).map(|r| accountant::basic(&r).0).unwrap_or_default();
+        let p = QueryParams {
+            max_rows_per_unit: Some(limits.max_rows_per_unit),
+            max_groups_per_unit: Some(limits.max_groups_per_unit),
+            max_rows_per_group: Some(limits.max_rows_per_group),
+            auto_bounds: false,
+            epsilon: self.params.epsilon - Amount::from_f64_floor(self.params.epsilon.to_f64() * self.params.auto_bounds_share),
+            ..self.params.clone()
+        };
+        let _ = auto_eps;
+        let (family, alt, why) = choose_family(q, &p, limits.max_rows_per_unit, limits.max_groups_per_unit, limits.max_rows_per_group);
+        match calibrate(q, &p, family, alt, why) {
+            Ok(mut recal) => {
+                recal.auto_bounds = ab;
+                recal.requested_epsilon = self.requested_epsilon;
+                recal.params = self.params.clone();
+                if !recal.covered_by(&self.releases()) {
+                    return Err(super::error::internal("the noise calibrated on the chosen bounds is not covered by the charge"));
+                }
+                Ok((recal, None))
+            }
+            Err(e) => {
+                let mut kept = self.clone();
+                // the configured calibration's noise is already built; charge covers it
+                if !kept.covered_by(&self.releases()) {
+                    return Err(super::error::internal("the configured calibration is not covered by the charge"));
+                }
+                kept.auto_bounds = self.auto_bounds.clone();
+                Ok((kept, Some(format!("the bounds --auto-bounds chose could not be calibrated ({e}); the configured bounds were used"))))
+            }
+        }
+    }
 }
 
 /// The (C, L0, Linf) in force before any auto-bounds estimate.
@@ -94,10 +277,6 @@ pub fn configured_bounds(q: &DpQuery, p: &QueryParams) -> (u64, u64, u64) {
     let l0 = p.max_groups_per_unit.unwrap_or(if structural_one || q.unit_level_keys() || q.keys.is_empty() { 1 } else { p.default_groups_per_unit });
     let linf = p.max_rows_per_group.unwrap_or(if structural_one { 1 } else { p.default_rows_per_group });
     (c, l0, linf)
-}
-
-fn split(a: Amount, parts: u128) -> Amount {
-    if parts == 0 { a } else { a.mul_ratio_floor(1, parts) }
 }
 
 /// Choose the family with the smaller sensitivity (ties: L0/Linf).
@@ -127,6 +306,17 @@ pub fn choose_family(q: &DpQuery, p: &QueryParams, c: u64, l0: u64, linf: u64) -
     }
 }
 
+fn mech_err(e: MechanismError) -> EngineError {
+    match e {
+        MechanismError::Overflow { .. } | MechanismError::Noise(_) => refused(
+            "the bounds of an aggregate",
+            e.to_string(),
+            "narrow the column's bounds in dpq.toml or clamp(x, lo, hi) in SQL, or lower the contribution limits",
+        ),
+        MechanismError::Invalid(m) => EngineError::Invalid(m),
+    }
+}
+
 /// Calibrate `q` under `family` with the budget left after auto-bounds.
 pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Family, why: String) -> Result<Calibration> {
     if p.epsilon.is_zero() {
@@ -150,48 +340,44 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
             "pass --delta (e.g. 1e-8), or declare a domain in dpq.toml: domain = { values = [...] } or { table = \"…\", column = \"…\" }",
         ));
     }
-    let n_aggs = q.aggs.len() as u128;
-    let parts = n_aggs + needs_sel as u128;
-    let share = split(eps, parts.max(1));
+    let parts = q.aggs.len() as u128 + needs_sel as u128;
+    let share = eps.mul_ratio_floor(1, parts.max(1));
     let groups_per_unit = family.groups_per_unit();
     let (sel_delta, noise_delta) = match (needs_sel, p.mechanism) {
         (true, MechanismKind::Gaussian) => (p.delta.mul_ratio_floor(1, 2), p.delta - p.delta.mul_ratio_floor(1, 2)),
         (true, MechanismKind::Laplace) => (p.delta, Amount::ZERO),
         (false, _) => (Amount::ZERO, p.delta),
     };
-    let selection = needs_sel.then(|| Selection { kind: p.partition_selection, epsilon: share, delta: sel_delta, groups_per_unit });
-    if let Some(s) = &selection {
+    let selection = if needs_sel {
         // a selector that cannot be built on these parameters fails here, before the charge
-        let built = match s.kind {
-            PartitionSelectionKind::Optimal => crate::privacy::partition::Optimal::new(s.epsilon, s.delta, s.groups_per_unit).map(|_| ()),
-            PartitionSelectionKind::Laplace => crate::privacy::partition::LaplaceThreshold::new(s.epsilon, s.delta, s.groups_per_unit).map(|_| ()),
-        };
-        built.map_err(|e| {
+        Some(PartitionSelection::new(p.partition_selection, share, sel_delta, groups_per_unit).map_err(|e| {
             refused("partition selection for keys without a domain", e.to_string(), "raise --delta, or declare a domain for the GROUP BY column in dpq.toml")
-        })?;
-    }
-    let mut releases = Vec::new();
-    if auto_eps > Amount::ZERO {
-        releases.push(Release::Pure { epsilon: auto_eps });
-    }
-    if let Some(s) = &selection {
-        releases.push(Release::Approx { epsilon: s.epsilon, delta: s.delta });
-    }
-    // Gaussian: pool the ε of all noise-based aggregates into one ρ
+        })?)
+    } else {
+        None
+    };
+    let auto_bounds = (auto_eps > Amount::ZERO).then(|| {
+        // the public cap on groups per person: the declared domains' size
+        let groups = if q.keys.is_empty() {
+            None
+        } else if q.keys.iter().all(|k| k.domain.is_some()) {
+            Some(q.keys.iter().map(|k| k.domain.as_ref().unwrap().values.len() as u64).product::<u64>().max(1))
+        } else {
+            Some(u64::MAX)
+        };
+        AutoBounds::new(auto_eps, groups)
+    });
+    // Gaussian: the noise-based aggregates share one ρ, converted at noise_delta
     let gaussian_eps: Amount = if p.mechanism == MechanismKind::Gaussian {
         q.aggs.iter().filter(|a| !matches!(a.kind, AggKind::Quantile { .. })).map(|_| share).sum()
     } else {
         Amount::ZERO
     };
-    let rho_total = if gaussian_eps > Amount::ZERO {
-        let r = rho_for(gaussian_eps.to_f64(), noise_delta.to_f64());
-        releases.push(Release::Zcdp { rho: Amount::from_f64_floor(r), epsilon: gaussian_eps, delta: noise_delta });
-        Some(Amount::from_f64_floor(r))
-    } else {
-        None
-    };
-    let rows_l1 = family.count_l1() as u128;
-    let rows_l2sq = family.count_l2_sq();
+    let rho_total = (gaussian_eps > Amount::ZERO).then(|| {
+        // a hair below, so that the rounded-up conversion of the derived ρ stays within the request
+        Amount::from_f64_floor(accountant::rho_for(gaussian_eps.to_f64() * (1.0 - 1e-9), noise_delta.to_f64()))
+    });
+    let rows = Sensitivity { l1: family.count_l1() as u128, l2_sq: family.count_l2_sq() };
     let mut aggs = Vec::new();
     for a in &q.aggs {
         let n_comp: u128 = match a.kind {
@@ -199,108 +385,58 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
             AggKind::Variance { .. } => 3,
             _ => 1,
         };
-        let comp_eps = split(share, n_comp);
-        let comp_rho = rho_total.map(|r| {
-            // ρ_j = ρ_total · share / gaussian_eps, split over components
-            let frac = share.to_f64() / gaussian_eps.to_f64() / n_comp as f64;
-            Amount::from_f64_floor(r.to_f64() * frac)
-        });
-        let mk = |what: &'static str, l1: u128, l2sq: u128| -> Result<Component> {
-            let noise = match (p.mechanism, comp_rho) {
-                (MechanismKind::Gaussian, Some(rho)) => Noise::gaussian(l2sq, rho),
-                _ => Noise::laplace(l1, comp_eps),
-            }
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-            Ok(Component {
-                what,
-                scale: noise.scale(),
-                stddev: noise.stddev(),
-                noise: Some(noise),
-                sensitivity: if p.mechanism == MechanismKind::Gaussian { l2sq } else { l1 },
-                epsilon: comp_eps,
-                rho: comp_rho,
-            })
+        let budget = match (p.mechanism, rho_total) {
+            (MechanismKind::Gaussian, Some(rho)) => Budget::Gaussian(rho.mul_ratio_floor(share.atto(), gaussian_eps.atto().max(1))),
+            _ => Budget::Laplace(share),
         };
+        let comp = budget.share(n_comp);
         let (lo, hi) = a.bounds.unwrap_or((0.0, 0.0));
-        let m = lo.abs().max(hi.abs());
-        let half = (hi - lo) / 2.0;
-        // grid from the value-unit noise scale of the largest component
-        let value_scale = |r: f64| rows_l1 as f64 * r / comp_eps.to_f64();
-        let mut grid = Grid::UNIT;
-        let mut quantile = None;
-        let components = match a.kind {
-            AggKind::CountRows => vec![mk("count", rows_l1, rows_l2sq)?],
-            AggKind::CountValues => vec![mk("count", rows_l1, rows_l2sq)?],
+        let (mechanism, budgets) = match a.kind {
+            AggKind::CountRows | AggKind::CountValues => (AggMechanism::Count(count(rows, comp).map_err(mech_err)?), vec![comp]),
             AggKind::CountUnits => {
                 let g = groups_per_unit as u128;
-                vec![mk("people", g, g)?]
+                (AggMechanism::Count(count(Sensitivity { l1: g, l2_sq: g }, comp).map_err(mech_err)?), vec![comp])
             }
-            AggKind::Sum => {
-                grid = Grid::choose(lo, hi, value_scale(m), a.integer).map_err(|e| EngineError::Invalid(e.to_string()))?;
-                let r = grid.row_sensitivity(lo, hi);
-                vec![mk("sum", rows_l1 * r, rows_l2sq * r * r)?]
+            AggKind::Sum => (AggMechanism::Sum(Sum::new(lo, hi, a.integer, rows, comp).map_err(mech_err)?), vec![comp]),
+            AggKind::Avg => (AggMechanism::Mean(Mean::new(lo, hi, a.integer, rows, comp, comp).map_err(mech_err)?), vec![comp; 2]),
+            AggKind::Variance { sample, stddev } => {
+                (AggMechanism::Variance(Variance::new(lo, hi, a.integer, rows, [comp; 3], sample, stddev).map_err(mech_err)?), vec![comp; 3])
             }
-            AggKind::Avg => {
-                grid = Grid::choose(lo, hi, value_scale(half.max(1e-300)), a.integer).map_err(|e| EngineError::Invalid(e.to_string()))?;
-                let rc = centered_sensitivity(grid, lo, hi);
-                vec![mk("count", rows_l1, rows_l2sq)?, mk("centred sum", rows_l1 * rc, rows_l2sq * rc * rc)?]
-            }
-            AggKind::Variance { .. } => {
-                grid = Grid::choose_capped(lo, hi, value_scale(half.max(1e-300)), a.integer, (1u64 << 40) as f64)
-                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
-                let rc = centered_sensitivity(grid, lo, hi);
-                vec![
-                    mk("count", rows_l1, rows_l2sq)?,
-                    mk("centred sum", rows_l1 * rc, rows_l2sq * rc * rc)?,
-                    mk("centred sum of squares", rows_l1 * rc * rc, rows_l2sq * rc * rc * rc * rc)?,
-                ]
-            }
-            AggKind::Quantile { .. } => {
+            AggKind::Quantile { q: level } => {
                 let dom = QDomain::new(lo, hi, a.integer).map_err(|e| EngineError::Invalid(e.to_string()))?;
-                let (eps_g, m_vals) = match family {
-                    Family::L1 { max_rows_per_unit } => (share, max_rows_per_unit),
-                    Family::L0Linf { max_groups_per_unit, max_rows_per_group } => {
-                        (if q.keys.is_empty() { share } else { split(share, max_groups_per_unit as u128) }, max_rows_per_group)
-                    }
+                let (values, groups) = match family {
+                    // L1: a person's ≤ C values spread over groups; each group's utility moves by its share of them,
+                    // so one ε with sensitivity C covers all groups (weighted parallel composition)
+                    Family::L1 { max_rows_per_unit } => (max_rows_per_unit, 1),
+                    Family::L0Linf { max_groups_per_unit, max_rows_per_group } => (max_rows_per_group, if q.keys.is_empty() { 1 } else { max_groups_per_unit }),
                 };
-                quantile = Some((dom, eps_g, m_vals));
-                vec![]
+                (AggMechanism::Quantile(Quantile::new(dom, level, share, values, groups)), vec![Budget::Laplace(share)])
             }
         };
-        match a.kind {
-            AggKind::Quantile { .. } => releases.push(Release::Pure { epsilon: share }),
-            _ if p.mechanism == MechanismKind::Laplace => {
-                for _ in 0..n_comp {
-                    releases.push(Release::Pure { epsilon: comp_eps });
-                }
-            }
-            _ => {} // covered by the pooled zCDP release
-        }
-        aggs.push(AggPlan { name: a.name.clone(), kind: a.kind.name(), akind: a.kind, epsilon: share, bounds: a.bounds, grid, components, quantile });
+        aggs.push(AggPlan { name: a.name.clone(), kind: a.kind.name(), akind: a.kind, epsilon: share, bounds: a.bounds, mechanism, budgets });
     }
-    Ok(Calibration {
+    let cal = Calibration {
         family,
         alternative,
         why_family: why,
-        epsilon: p.epsilon,
-        delta: if needs_sel || p.mechanism == MechanismKind::Gaussian { p.delta } else { Amount::ZERO },
-        auto_bounds_epsilon: auto_eps,
+        requested_epsilon: p.epsilon,
+        requested_delta: p.delta,
+        auto_bounds,
         selection,
         aggs,
-        releases,
         mechanism: p.mechanism,
         confidence: p.confidence,
-    })
+        noise_delta,
+        params: p.clone(),
+    };
+    // the charge is derived from the mechanisms; it never exceeds the request
+    let (ce, cd) = cal.charge();
+    if ce > p.epsilon || cd > p.delta {
+        return Err(super::error::internal(format!("the derived charge ε={ce}, δ={cd} exceeds the request ε={}, δ={}", p.epsilon, p.delta)));
+    }
+    Ok(cal)
 }
 
-/// Per-row sensitivity of a sum centred on the midpoint, in grid units.
-pub fn centered_sensitivity(grid: Grid, lo: f64, hi: f64) -> u128 {
-    let (a, b) = grid.encode_bounds(lo, hi);
-    let mid = mid_units(grid, lo, hi);
-    ((a - mid).unsigned_abs().max((b - mid).unsigned_abs())) as u128
-}
-
-pub fn mid_units(grid: Grid, lo: f64, hi: f64) -> i64 {
-    let (a, b) = grid.encode_bounds(lo, hi);
-    a + (b - a) / 2
+fn count(s: Sensitivity, budget: Budget) -> std::result::Result<Count, MechanismError> {
+    Ok(Count { noise: budget.additive(s)? })
 }

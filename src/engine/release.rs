@@ -18,50 +18,25 @@ use rand::{CryptoRng, RngCore};
 use super::analyze::{AggKind, DpQuery};
 use super::bounded::{GroupTotal, Groups};
 use super::error::{EngineError, Result, refused};
-use super::plan::{Calibration, mid_units};
+use super::plan::{AggMechanism, Calibration};
 use super::result::{ColumnMeta, Noisy, QueryResult};
-use crate::config::PartitionSelectionKind;
-use crate::privacy::noise::Noise;
-use crate::privacy::partition::{LaplaceThreshold, Optimal, Selector};
-use crate::privacy::quantile;
 
 pub const LO: &str = "__dpq_lo";
 pub const HI: &str = "__dpq_hi";
 pub const SD: &str = "__dpq_sd";
 
-/// One released aggregate value.
-#[derive(Debug, Clone, Copy)]
-pub struct Cell {
-    pub value: f64,
-    pub lo: f64,
-    pub hi: f64,
-    pub sd: f64,
-}
+pub use crate::privacy::mechanisms::Cell;
 
 /// Select the groups to release (all domain groups, or those passing partition selection).
 pub fn released_groups<R: RngCore + CryptoRng>(groups: &Groups, stats: &HashMap<u32, GroupTotal>, cal: &Calibration, rng: &mut R) -> Result<Vec<u32>> {
     let ids = groups.sorted_ids();
     let Some(sel) = &cal.selection else { return Ok(ids) };
     let units = |id: u32| stats.get(&id).map(|t| t.units).unwrap_or(0);
-    let err = |e: crate::privacy::partition::PartitionError| EngineError::Invalid(e.to_string());
-    Ok(match sel.kind {
-        PartitionSelectionKind::Optimal => {
-            let s = Optimal::new(sel.epsilon, sel.delta, sel.groups_per_unit).map_err(err)?;
-            ids.into_iter().filter(|&id| units(id) > 0 && s.keep(rng, units(id))).collect()
-        }
-        PartitionSelectionKind::Laplace => {
-            let s = LaplaceThreshold::new(sel.epsilon, sel.delta, sel.groups_per_unit).map_err(err)?;
-            // every candidate draws noise (absent keys are never candidates: they have no rows)
-            ids.into_iter().filter(|&id| units(id) > 0 && s.keep(rng, units(id))).collect()
-        }
-    })
+    // every candidate draws its own decision; absent keys are never candidates (they have no rows)
+    Ok(ids.into_iter().filter(|&id| sel.keep(rng, units(id))).collect())
 }
 
-fn noisy_int<R: RngCore + CryptoRng>(rng: &mut R, exact: i128, noise: &Noise, conf: f64) -> (i128, u128) {
-    (exact.saturating_add(noise.sample(rng)), noise.halfwidth(conf))
-}
-
-/// Release every aggregate for one group.
+/// Release every aggregate for one group through its mechanism.
 pub fn release_group<R: RngCore + CryptoRng>(
     q: &DpQuery,
     cal: &Calibration,
@@ -75,124 +50,22 @@ pub fn release_group<R: RngCore + CryptoRng>(
     let st = stats.unwrap_or(&empty);
     let mut out = Vec::new();
     for (j, a) in q.aggs.iter().enumerate() {
-        let ap = &cal.aggs[j];
-        let comp = |i: usize| ap.components[i].noise.as_ref().expect("calibrated noise");
         let vs = value_slots[j].and_then(|s| st.values.get(s)).copied().unwrap_or_default();
-        let cell = match a.kind {
-            AggKind::CountRows | AggKind::CountValues | AggKind::CountUnits => {
+        let cell = match &cal.aggs[j].mechanism {
+            AggMechanism::Count(c) => {
                 let exact = match a.kind {
                     AggKind::CountRows => st.rows,
                     AggKind::CountValues => vs.count,
                     _ => st.units,
-                } as i128;
-                let (v, hw) = noisy_int(rng, exact, comp(0), conf);
-                let hi = (v + hw as i128) as f64;
-                // counts are ≥ 0: intersect with the support, never inverting the interval
-                Cell { value: v as f64, lo: ((v - hw as i128) as f64).max(0.0).min(hi), hi, sd: comp(0).stddev() }
-            }
-            AggKind::Sum => {
-                let (v, hw) = noisy_int(rng, vs.sum, comp(0), conf);
-                let g = ap.grid;
-                let (lo_b, hi_b) = a.bounds.unwrap();
-                let mut lo = g.decode(v - hw as i128);
-                let mut hi = g.decode(v + hw as i128);
-                // a sum of values ≥ 0 is ≥ 0 (and ≤ 0 for values ≤ 0): intersect the
-                // interval with that support, never inverting it
-                if lo_b >= 0.0 {
-                    lo = lo.max(0.0).min(hi);
-                }
-                if hi_b <= 0.0 {
-                    hi = hi.min(0.0).max(lo);
-                }
-                Cell { value: g.decode(v), lo, hi, sd: comp(0).stddev() * g.size() }
-            }
-            AggKind::Avg => {
-                let g = ap.grid;
-                let (lo_b, hi_b) = a.bounds.unwrap();
-                let mid = mid_units(g, lo_b, hi_b);
-                let centred = vs.sum - mid as i128 * vs.count as i128;
-                let split = 1.0 - (1.0 - conf) / 2.0;
-                let (n, hn) = noisy_int(rng, vs.count as i128, comp(0), split);
-                let (s, hs) = noisy_int(rng, centred, comp(1), split);
-                let midv = g.decode(mid as i128);
-                let est = |nn: f64, ss: f64| (midv + ss * g.size() / nn).clamp(lo_b, hi_b);
-                let value = if n > 0 { est(n as f64, s as f64) } else { midv.clamp(lo_b, hi_b) };
-                let (nlo, nhi) = ((n - hn as i128) as f64, (n + hn as i128) as f64);
-                let (slo, shi) = ((s - hs as i128) as f64, (s + hs as i128) as f64);
-                let (lo, hi) = if nlo > 0.0 {
-                    let c = [est(nlo, slo), est(nlo, shi), est(nhi, slo), est(nhi, shi)];
-                    (c.iter().cloned().fold(f64::INFINITY, f64::min), c.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
-                } else {
-                    (lo_b, hi_b)
                 };
-                let sd = if n > 0 {
-                    let nn = n as f64;
-                    let sd_s = comp(1).stddev() * g.size();
-                    let sd_n = comp(0).stddev();
-                    ((sd_s / nn).powi(2) + (s as f64 * g.size() / (nn * nn) * sd_n).powi(2)).sqrt()
-                } else {
-                    (hi_b - lo_b) / 2.0
-                };
-                Cell { value, lo: lo.min(value), hi: hi.max(value), sd }
+                c.release(rng, exact, conf)
             }
-            AggKind::Variance { sample, stddev } => {
-                let g = ap.grid;
-                let (lo_b, hi_b) = a.bounds.unwrap();
-                let mid = mid_units(g, lo_b, hi_b) as i128;
-                let n0 = vs.count as i128;
-                let s1 = vs.sum - mid * n0;
-                let s2 = vs.sum_sq - 2 * mid * vs.sum + mid * mid * n0;
-                let split = 1.0 - (1.0 - conf) / 3.0;
-                let (n, hn) = noisy_int(rng, n0, comp(0), split);
-                let (a1, h1) = noisy_int(rng, s1, comp(1), split);
-                let (a2, h2) = noisy_int(rng, s2, comp(2), split);
-                let gs = g.size();
-                let max_var = ((hi_b - lo_b) / 2.0).powi(2) * if sample { 2.0 } else { 1.0 };
-                let var = |nn: f64, x1: f64, x2: f64| -> f64 {
-                    if nn <= 1.0 {
-                        return max_var;
-                    }
-                    let m1 = x1 * gs / nn;
-                    let pop = x2 * gs * gs / nn - m1 * m1;
-                    let v = if sample { pop * nn / (nn - 1.0) } else { pop };
-                    v.clamp(0.0, max_var)
-                };
-                let f = |v: f64| if stddev { v.sqrt() } else { v };
-                let value = f(var(n as f64, a1 as f64, a2 as f64));
-                let ns = [(n - hn as i128) as f64, (n + hn as i128) as f64];
-                let (lo, hi) = if ns[0] > 1.0 {
-                    let mut cands = Vec::new();
-                    let mut s1s = vec![(a1 - h1 as i128) as f64, (a1 + h1 as i128) as f64];
-                    if s1s[0] <= 0.0 && s1s[1] >= 0.0 {
-                        s1s.push(0.0);
-                    }
-                    for &nn in &ns {
-                        for &x1 in &s1s {
-                            for x2 in [(a2 - h2 as i128) as f64, (a2 + h2 as i128) as f64] {
-                                cands.push(f(var(nn, x1, x2)));
-                                // interior critical point in n: n = 2·x1²/x2
-                                if x2 > 0.0 {
-                                    let nc = 2.0 * x1 * x1 / x2;
-                                    if nc > ns[0] && nc < ns[1] {
-                                        cands.push(f(var(nc, x1, x2)));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    (cands.iter().cloned().fold(f64::INFINITY, f64::min), cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
-                } else {
-                    (0.0, f(max_var))
-                };
-                let z = crate::privacy::special::normal_isf((1.0 - conf) / 2.0);
-                Cell { value, lo: lo.min(value), hi: hi.max(value), sd: (hi - lo) / (2.0 * z) }
-            }
-            AggKind::Quantile { q: level } => {
-                let (dom, eps_g, m) = ap.quantile.expect("calibrated quantile");
-                let hist: Vec<u64> = quantile_hists[j].map(|t| t.hist.clone()).unwrap_or_else(|| vec![0; dom.bins]);
-                let hist = if hist.is_empty() { vec![0; dom.bins] } else { hist };
-                let r = quantile::quantile_with_ci(rng, &hist, &dom, level, eps_g, m, conf).map_err(|e| EngineError::Invalid(e.to_string()))?;
-                Cell { value: r.value, lo: r.ci_low, hi: r.ci_high, sd: r.stddev }
+            AggMechanism::Sum(m) => m.release(rng, vs.sum, conf),
+            AggMechanism::Mean(m) => m.release(rng, vs.count as i128, vs.sum, conf),
+            AggMechanism::Variance(m) => m.release(rng, vs.count as i128, vs.sum, vs.sum_sq, conf),
+            AggMechanism::Quantile(m) => {
+                let hist: Vec<u64> = quantile_hists[j].map(|t| t.hist.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| vec![0; m.domain.bins]);
+                m.release(rng, &hist, conf).map_err(|e| EngineError::Invalid(e.to_string()))?
             }
         };
         out.push(cell);
@@ -458,7 +331,7 @@ pub fn to_result(batches: &[RecordBatch], confidence: f64) -> QueryResult {
             rows.push(obj);
         }
     }
-    QueryResult { columns, rows, privacy: None, notes: vec![] }
+    QueryResult { columns, bounding_used: None, rows, privacy: None, notes: vec![] }
 }
 
 /// Public queries: plain values.

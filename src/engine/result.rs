@@ -58,6 +58,9 @@ pub struct Privacy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueryResult {
     pub columns: Vec<ColumnMeta>,
+    /// The contribution bounds actually applied (after any `--auto-bounds` release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounding_used: Option<String>,
     /// One object per row keyed by column name; a noisy cell is a [`Noisy`] object.
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     pub privacy: Option<Privacy>,

@@ -114,18 +114,27 @@ fn error_of(p: &Prepared, s: &Section) -> (Option<f64>, String) {
     let mut worst: Option<f64> = None;
     let mut text = Vec::new();
     for (ap, a) in cal.aggs.iter().zip(&query.aggs) {
-        use crate::engine::analyze::AggKind::*;
-        match a.kind {
-            CountRows | CountValues | CountUnits | Sum => {
-                let n = ap.components[0].noise.as_ref().unwrap();
-                let hw = n.halfwidth(cal.confidence) as f64 * ap.grid.size() * scale.abs();
+        use crate::engine::plan::AggMechanism;
+        match &ap.mechanism {
+            AggMechanism::Count(c) => {
+                let hw = c.halfwidth(cal.confidence) * scale.abs();
                 worst = Some(worst.map_or(hw, |w: f64| w.max(hw)));
                 text.push(format!("{}: ±{}", a.display, crate::cli::output::fmt_f(hw)));
             }
-            Avg | Variance { .. } => text.push(format!("{}: depends on n", a.display)),
-            Quantile { q } => {
-                let (dom, eps_g, m) = ap.quantile.unwrap();
-                let r = crate::privacy::quantile::rank_error(q, m, eps_g.to_f64() * 0.5, dom.bins, (1.0 - cal.confidence) / 3.0);
+            AggMechanism::Sum(m) => {
+                let hw = m.halfwidth(cal.confidence) * scale.abs();
+                worst = Some(worst.map_or(hw, |w: f64| w.max(hw)));
+                text.push(format!("{}: ±{}", a.display, crate::cli::output::fmt_f(hw)));
+            }
+            AggMechanism::Mean(_) | AggMechanism::Variance(_) => text.push(format!("{}: depends on n", a.display)),
+            AggMechanism::Quantile(m) => {
+                let r = crate::privacy::quantile::rank_error(
+                    m.level,
+                    m.values_per_unit,
+                    m.epsilon_group.to_f64() * 0.5,
+                    m.domain.bins,
+                    (1.0 - cal.confidence) / 3.0,
+                );
                 text.push(format!("{}: rank ±{:.0}", a.display, r));
             }
         }
@@ -162,17 +171,15 @@ pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon:
         let meets = |p: &Prepared| -> Result<bool, ReportError> {
             if let Some(p_target) = t.topk_probability {
                 let Prepared::Dp { cal, query, .. } = p else { return Ok(true) };
-                let noise = cal
-                    .aggs
-                    .first()
-                    .and_then(|a| a.components.first())
-                    .and_then(|c| c.noise.clone())
-                    .ok_or_else(|| ReportError::Plan { section: s.id.clone(), message: "a top-k target needs a COUNT aggregate".into() })?;
+                let noise = match cal.aggs.first().map(|a| &a.mechanism) {
+                    Some(crate::engine::plan::AggMechanism::Count(c)) => c.noise.noise.clone(),
+                    _ => return Err(ReportError::Plan { section: s.id.clone(), message: "a top-k target needs a COUNT aggregate".into() }),
+                };
                 // candidates per group: the last key's domain; groups: the other keys' domains
                 let sizes: Vec<usize> = query.keys.iter().map(|k| k.domain.as_ref().map(|d| d.values.len()).unwrap_or(1000)).collect();
                 let candidates = sizes.last().copied().unwrap_or(1);
                 let groups: usize = sizes[..sizes.len().saturating_sub(1)].iter().product::<usize>().max(1);
-                let gap = (t.min_gap.unwrap() / cal.aggs[0].grid.size()).ceil() as u128;
+                let gap = (t.min_gap.unwrap() / cal.aggs[0].mechanism.grid().size()).ceil() as u128;
                 let per_group = crate::privacy::topk::correct_probability_lower_bound(&noise, gap, s.k.unwrap(), candidates);
                 return Ok(1.0 - groups as f64 * (1.0 - per_group) >= p_target);
             }
@@ -238,7 +245,7 @@ pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon:
         let p = prep_one(engine, ds, spec, s, eps, delta_each).await?;
         let (_, expected) = error_of(&p, s);
         let (d, bounding) = match &p {
-            Prepared::Dp { cal, .. } => (cal.delta, cal.family.describe()),
+            Prepared::Dp { cal, .. } => (cal.charge().1, cal.family.describe()),
             Prepared::Public { .. } => (Amount::ZERO, "public data".into()),
         };
         sections.push(PlannedSection {
@@ -369,7 +376,7 @@ pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut L
         h.update(s.epsilon.to_string().as_bytes());
         if let Prepared::Dp { cal, data_version, query, .. } = &s.prepared {
             h.update(data_version.as_bytes());
-            releases.extend(cal.releases.iter().cloned());
+            releases.extend(cal.releases());
             if unit.is_empty() {
                 unit = query.unit_name.clone();
             }

@@ -91,8 +91,12 @@ impl Family {
     /// Squared L2 sensitivity of a row-count histogram.
     pub fn count_l2_sq(&self) -> u128 {
         match *self {
-            Family::L1 { max_rows_per_unit } => (max_rows_per_unit as u128).pow(2),
-            Family::L0Linf { max_groups_per_unit, max_rows_per_group } => max_groups_per_unit as u128 * (max_rows_per_group as u128).pow(2),
+            // saturating: an overflow can only overstate the sensitivity (the safe side), and
+            // the mechanisms' checked products then refuse it before anything is charged
+            Family::L1 { max_rows_per_unit } => (max_rows_per_unit as u128).saturating_mul(max_rows_per_unit as u128),
+            Family::L0Linf { max_groups_per_unit, max_rows_per_group } => {
+                (max_groups_per_unit as u128).saturating_mul((max_rows_per_group as u128).saturating_mul(max_rows_per_group as u128))
+            }
         }
     }
     pub fn describe(&self) -> String {

@@ -54,6 +54,7 @@ fn avg_intervals_cover_the_bounded_expectation() {
     let mut rng = seeded_rng([21; 32]);
     let runs = 2000;
     let mut covered = 0;
+    let mut values = 0.0;
     for _ in 0..runs {
         let (mut n, mut s) = (0i128, 0i128);
         for p in &people {
@@ -65,7 +66,11 @@ fn avg_intervals_cover_the_bounded_expectation() {
         let cell = mean.release(&mut rng, n, s, 0.95);
         assert!(cell.lo <= cell.value && cell.value <= cell.hi);
         covered += (cell.lo <= truth && truth <= cell.hi) as u32;
+        values += cell.value;
     }
+    // and the mean release is within 5 standard errors of the bounded expectation
+    let se = (mean.sum.stddev() * mean.grid.size() / en) / (runs as f64).sqrt() * 1.5;
+    assert!((values / runs as f64 - truth).abs() <= 5.0 * se, "mean AVG {} vs {truth} (se {se})", values / runs as f64);
     let rate = covered as f64 / runs as f64;
     assert!((0.93..=0.97).contains(&rate), "coverage {rate}");
 }

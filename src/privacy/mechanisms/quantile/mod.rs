@@ -10,9 +10,13 @@
 //! interval ends, 10 % count.
 //!
 //! **Cost.** Each group's quantile costs the sum of its four parts' ε (each
-//! rounded down from the group's share). A person touches at most L0 groups
-//! (L0/Linf) or C groups (L1), so the query's quantile costs L0 × that sum —
-//! derived here from the parts actually used, never more than the share.
+//! rounded down from the group's share). Under L0/Linf a person touches at most
+//! L0 groups, so the query's quantile costs L0 × that sum. Under L1 a person's
+//! at most C values are spread over groups and each group's utility (and count)
+//! moves by that group's share of them while every group is calibrated to
+//! sensitivity C, so one group's ε covers them all (the changes sum to ≤ C):
+//! `groups_per_unit` is 1. Derived from the parts actually used, never more
+//! than the share.
 
 use rand::{CryptoRng, RngCore};
 
