@@ -88,7 +88,7 @@ fn dataset(events: u64) -> PathBuf {
     .unwrap();
     eprintln!("generated {} events for {users} people in {:.1}s", g.events(), t0.elapsed().as_secs_f64());
     for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
-        let o = IngestOptions { table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: true };
+        let o = IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: true };
         let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         eprintln!("ingested {t}: {} rows ({:.0} rows/s)", s.kept, s.rows_per_second());
     }
@@ -233,7 +233,8 @@ fn dataset_small() -> PathBuf {
         let logs = root.join("logs");
         dpq::generate::generate(&GenerateOptions { users: 200, days: 30, out: logs.clone(), format: FileFormat::Parquet, ..Default::default() }).unwrap();
         for t in ["emoji_catalog", "users", "calls"] {
-            let o = IngestOptions { table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
+            let o =
+                IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
             dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         }
     }
@@ -255,7 +256,7 @@ fn ingest_csv_throughput() -> (u64, f64) {
     })
     .unwrap();
     let t0 = Instant::now();
-    let o = IngestOptions { table: "messages".into(), files: vec![logs.join("messages.csv")], force: false, format: None, progress: false };
+    let o = IngestOptions { dataset: None, table: "messages".into(), files: vec![logs.join("messages.csv")], force: false, format: None, progress: false };
     let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     (s.kept, t0.elapsed().as_secs_f64())
 }

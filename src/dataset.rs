@@ -14,6 +14,14 @@ pub enum DatasetError {
     Config(#[from] ConfigError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetLedgerError {
+    #[error(transparent)]
+    Manifest(#[from] crate::ingest::manifest::ManifestError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+}
+
 /// An opened dataset: its directory and validated configuration.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -49,5 +57,39 @@ impl Dataset {
 
     pub fn ledger_path(&self) -> PathBuf {
         self.dir.join("ledger.db")
+    }
+
+    /// What the ledger is checked against: the tables that hold data (with the
+    /// dataset id their manifests record) and dpq.toml's [budget].
+    pub fn binding(&self) -> Result<crate::ledger::Binding, crate::ingest::manifest::ManifestError> {
+        let mut tables = Vec::new();
+        for name in self.config.tables.keys() {
+            if let Some(m) = crate::ingest::manifest::Manifest::load(&self.dir, name)? {
+                if !m.parts.is_empty() {
+                    tables.push((name.clone(), m.dataset.clone()));
+                }
+            }
+        }
+        // tables on disk that dpq.toml no longer declares still hold data
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("tables")) {
+            for d in rd.flatten() {
+                let name = d.file_name().to_string_lossy().to_string();
+                if !self.config.tables.contains_key(&name) && d.path().join(crate::ingest::manifest::MANIFEST).exists() {
+                    tables.push((name, None));
+                }
+            }
+        }
+        Ok(crate::ledger::Binding {
+            tables,
+            config_budget: (self.config.budget.epsilon, self.config.budget.delta),
+            config_file: self.config.file.display().to_string(),
+        })
+    }
+
+    /// Open this dataset's ledger (created with its genesis entry when the
+    /// dataset holds no data yet) as `analyst`.
+    pub fn ledger(&self, analyst: &str) -> Result<crate::ledger::Ledger, DatasetLedgerError> {
+        let binding = self.binding()?;
+        Ok(crate::ledger::Ledger::open(&self.ledger_path(), &binding, analyst)?)
     }
 }

@@ -23,7 +23,7 @@ fn fixture() -> &'static Fixture {
         let o = dpq::generate::GenerateOptions { users: 20, days: 3, out: logs.clone(), format: dpq::generate::FileFormat::Parquet, ..Default::default() };
         dpq::generate::generate(&o).unwrap();
         for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
-            let o = dpq::ingest::IngestOptions { table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
+            let o = dpq::ingest::IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
             dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -15,6 +15,8 @@ use crate::privacy::amount::Amount;
 
 pub fn run(args: Args) -> Result<()> {
     let data = args.data.clone();
+    let analyst = crate::ledger::analyst(args.analyst.as_deref());
+    let caller = crate::engine::Caller { analyst: analyst.clone(), quota: None };
     match args.command {
         Command::Init { dir } => {
             Dataset::init(&dir)?;
@@ -43,12 +45,14 @@ pub fn run(args: Args) -> Result<()> {
         }
         Command::Ingest { table, files, force, format } => {
             let ds = Dataset::open(&data)?;
-            let opts = IngestOptions { table, files, force, format, progress: super::progress::wanted() };
+            // the dataset's ledger (created with the dataset's id on the first ingest) binds the data to it
+            let ledger = ds.ledger(&analyst)?;
+            let opts = IngestOptions { dataset: Some(ledger.dataset().to_string()), table, files, force, format, progress: super::progress::wanted() };
             let s = ingest::ingest(&ds.dir, &ds.config, &opts)?;
             print_ingest(&s);
             Ok(())
         }
-        Command::Demo { out, users, days, seed, messages_per_day } => demo(&out, users, days, seed, messages_per_day),
+        Command::Demo { out, users, days, seed, messages_per_day } => demo(&out, users, days, seed, messages_per_day, &caller),
         Command::Query { sql, privacy, format, fresh } => {
             let ds = Dataset::open(&data)?;
             let params = params(&ds, &privacy)?;
@@ -56,9 +60,9 @@ pub fn run(args: Args) -> Result<()> {
             runtime()?.block_on(async {
                 let engine = open_engine(&ds, mem, &privacy.engine).await?;
                 let prepared = engine.prepare(&sql, &params).await?;
-                let mut ledger = open_ledger(&ds)?;
+                let mut ledger = ds.ledger(&analyst)?;
                 let spinner = super::progress::spinner(super::progress::wanted(), "running the DP query");
-                let r = engine.run(&prepared, &mut ledger, fresh).await;
+                let r = engine.run(&prepared, &mut ledger, fresh, &caller).await;
                 spinner.finish_and_clear();
                 print!("{}", output::render(&r?, format));
                 Ok(())
@@ -71,8 +75,8 @@ pub fn run(args: Args) -> Result<()> {
             runtime()?.block_on(async {
                 let engine = open_engine(&ds, mem, &privacy.engine).await?;
                 let prepared = engine.prepare(&sql, &params).await?;
-                let ledger = open_ledger(&ds)?;
-                let e = crate::engine::explain::explain(&prepared, Some(ledger.status()?.remaining_epsilon))?;
+                let ledger = ds.ledger(&analyst)?;
+                let e = crate::engine::explain::explain(&prepared, Some(ledger.status()?.remaining_epsilon().to_f64()))?;
                 match format {
                     OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&e)?),
                     _ => print!("{}", e.to_text()),
@@ -80,29 +84,82 @@ pub fn run(args: Args) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Budget { log, verify, format } => {
+        Command::Budget { action, log, from, limit, verify, anchor, by_analyst, export, format } => {
             let ds = Dataset::open(&data)?;
-            let ledger = open_ledger(&ds)?;
+            let mut ledger = ds.ledger(&analyst)?;
+            if let Some(super::BudgetAction::Set { epsilon, delta, reason, accountant }) = action {
+                return budget_set(&ds, &mut ledger, &analyst, &epsilon, delta.as_deref(), &reason, accountant);
+            }
             if verify {
-                let v = ledger.verify()?;
+                let want: Option<crate::ledger::anchor::Head> = match anchor.as_deref() {
+                    Some("") | None => None,
+                    Some(h) => Some(h.parse().map_err(UsageError)?),
+                };
+                let v = ledger.verify(want.as_ref())?;
                 print!("{}", output::render_verify(&v, format));
                 if !v.ok {
                     anyhow::bail!("the ledger failed verification: it was edited outside dpq");
                 }
                 return Ok(());
             }
+            if anchor.is_some() {
+                let st = ledger.status()?;
+                println!("{}", st.head);
+                return Ok(());
+            }
+            if let Some(dir) = export {
+                let s = crate::ledger::statement::export(&ledger, &dir)?;
+                println!(
+                    "wrote {} and {} ({} entries, head {})",
+                    dir.join("statement.json").display(),
+                    dir.join("index.html").display(),
+                    s.entries.len(),
+                    s.head
+                );
+                println!("  anyone can check it without the data: dpq verify-statement {} --anchor {}", dir.display(), s.head);
+                return Ok(());
+            }
             let status = ledger.status()?;
-            let entries = if log { Some(ledger.entries()?) } else { None };
+            if by_analyst {
+                print!("{}", output::render_by_analyst(&status, &ledger.by_analyst()?, format));
+                return Ok(());
+            }
+            let entries = if log { Some(ledger.entries(from, Some(limit))?) } else { None };
             print!("{}", output::render_status(&status, entries.as_deref(), format));
             Ok(())
+        }
+        Command::VerifyStatement { dir, anchor } => {
+            let want: Option<crate::ledger::anchor::Head> = anchor.as_deref().map(|h| h.parse().map_err(UsageError)).transpose()?;
+            match crate::ledger::statement::verify(&dir, want.as_ref()) {
+                Ok((s, entries)) => {
+                    let last = entries.last().expect("verified statements have entries");
+                    println!(
+                        "statement verified: dataset {}, {} entries, head {}; ε={} and δ={} charged of ε={} and δ={} ({}), {} released results all match their hashes",
+                        s.dataset,
+                        entries.len(),
+                        s.head,
+                        last.totals.epsilon,
+                        last.totals.delta,
+                        last.budget.epsilon,
+                        last.budget.delta,
+                        last.budget.rule,
+                        s.results.len()
+                    );
+                    if want.is_none() {
+                        println!("  (pass --anchor ENTRIES:HASH with a head published earlier to prove the statement is not a truncated or rewritten copy)");
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Report { spec, out, plan, fresh } => {
             let ds = Dataset::open(&data)?;
             let spec = crate::report::spec::Spec::load(&spec)?;
             runtime()?.block_on(async {
                 let engine = open_engine(&ds, None, "local").await?;
-                let mut ledger = open_ledger(&ds)?;
-                let remaining = ledger.status()?.remaining_epsilon;
+                let mut ledger = ds.ledger(&analyst)?;
+                let remaining = ledger.status()?.remaining_epsilon().to_f64();
                 let p = crate::report::plan(&engine, &ds, &spec, remaining).await?;
                 if plan {
                     print!("{}", p.to_text());
@@ -110,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
                     return Ok(());
                 }
                 let spinner = super::progress::spinner(super::progress::wanted(), "computing the report");
-                let r = crate::report::run(&engine, &spec, &p, &mut ledger, fresh).await;
+                let r = crate::report::run(&engine, &spec, &p, &mut ledger, fresh, &caller).await;
                 spinner.finish_and_clear();
                 let r = r?;
                 let files = crate::report::write(&r, &out)?;
@@ -120,7 +177,7 @@ pub fn run(args: Args) -> Result<()> {
                     if r.privacy.replayed { "0".to_string() } else { r.privacy.epsilon.clone() },
                     if r.privacy.replayed { " — replayed from the ledger" } else { "" },
                     r.privacy.entry,
-                    crate::ledger::fmt_eps(r.privacy.remaining_epsilon)
+                    r.privacy.remaining_epsilon
                 );
                 for f in files {
                     println!("  {}", f.display());
@@ -152,7 +209,7 @@ fn print_ingest(s: &ingest::IngestSummary) {
 
 const DEMO_TABLES: [&str; 5] = ["emoji_catalog", "users", "messages", "calls", "payments"];
 
-fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> Result<()> {
+fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64, caller: &crate::engine::Caller) -> Result<()> {
     let data = out.join("data");
     let logs = out.join("logs");
     let ds = if data.join(crate::config::CONFIG_FILE).exists() {
@@ -174,9 +231,17 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
         let s = generate::generate(&opts)?;
         println!("    {} events in {:.1}s", s.events(), s.seconds);
         println!("2/3 ingesting…");
+        let id = ds.ledger(&caller.analyst)?.dataset().to_string();
         for t in DEMO_TABLES {
             let file = logs.join(format!("{t}.parquet"));
-            let opts = IngestOptions { table: t.to_string(), files: vec![file], force: false, format: None, progress: super::progress::wanted() };
+            let opts = IngestOptions {
+                dataset: Some(id.clone()),
+                table: t.to_string(),
+                files: vec![file],
+                force: false,
+                format: None,
+                progress: super::progress::wanted(),
+            };
             let s = ingest::ingest(&ds.dir, &ds.config, &opts).with_context(|| format!("ingesting {t}"))?;
             println!("    {t}: {} rows", s.table_rows);
         }
@@ -191,11 +256,11 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
     let report_dir = out.join("report");
     runtime()?.block_on(async {
         let engine = open_engine(&ds, None, "local").await?;
-        let mut ledger = open_ledger(&ds)?;
-        let remaining = ledger.status()?.remaining_epsilon;
+        let mut ledger = ds.ledger(&caller.analyst)?;
+        let remaining = ledger.status()?.remaining_epsilon().to_f64();
         let plan = crate::report::plan(&engine, &ds, &spec, remaining).await?;
         let spinner = super::progress::spinner(super::progress::wanted(), "computing the report");
-        let r = crate::report::run(&engine, &spec, &plan, &mut ledger, false).await;
+        let r = crate::report::run(&engine, &spec, &plan, &mut ledger, false, caller).await;
         spinner.finish_and_clear();
         let r = r?;
         crate::report::write(&r, &report_dir)?;
@@ -208,7 +273,7 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64) -> 
             r.privacy.epsilon,
             if r.privacy.replayed { " earlier (replayed now, free)" } else { "" },
             r.privacy.total_epsilon,
-            crate::ledger::fmt_eps(r.privacy.remaining_epsilon),
+            r.privacy.remaining_epsilon,
             data.display()
         );
         println!("try:     dpq --data {} query \"SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind\"", data.display());
@@ -252,8 +317,48 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-pub fn open_ledger(ds: &Dataset) -> Result<Ledger> {
-    Ok(Ledger::open(&ds.ledger_path(), &ds.config.budget, &ds.config.file.display().to_string())?)
+/// `dpq budget set`: change the budget through the ledger (who, why), then
+/// make dpq.toml's [budget] say the same.
+fn budget_set(
+    ds: &Dataset,
+    ledger: &mut Ledger,
+    analyst: &str,
+    epsilon: &str,
+    delta: Option<&str>,
+    reason: &str,
+    accountant: Option<super::AccountantArg>,
+) -> Result<()> {
+    use crate::privacy::accountant::filter::{Budget, Rule};
+    if reason.trim().is_empty() {
+        return Err(UsageError("--reason must say why the budget changes (it is recorded in the ledger)".into()).into());
+    }
+    let current = ledger.status()?.budget;
+    let eps: Amount = epsilon.parse().map_err(|e| UsageError(format!("--epsilon {epsilon}: {e}")))?;
+    let delta: Amount = match delta {
+        Some(d) => d.parse().map_err(|e| UsageError(format!("--delta {d}: {e}")))?,
+        None => current.delta,
+    };
+    if eps.is_zero() || delta >= Amount::ONE {
+        return Err(UsageError("--epsilon must be > 0 and --delta < 1".into()).into());
+    }
+    let rule = match accountant {
+        Some(super::AccountantArg::Basic) => Rule::Basic,
+        Some(super::AccountantArg::Zcdp) => Rule::Zcdp,
+        None => current.rule,
+    };
+    let st = ledger.set_budget(Budget { epsilon: eps, delta, rule }, reason, analyst, &ds.config.file.display().to_string())?;
+    crate::config::write_budget(&ds.config.file, eps, delta)?;
+    println!(
+        "budget set to ε={}, δ={} ({}) by {analyst}: {reason}
+  spent ε={}, remaining ε={}; recorded as ledger entry {}, and dpq.toml updated",
+        st.budget.epsilon,
+        st.budget.delta,
+        st.budget.rule,
+        st.epsilon_spent,
+        st.remaining_epsilon(),
+        st.entries
+    );
+    Ok(())
 }
 
 pub async fn open_engine(ds: &Dataset, mem: Option<u64>, engine: &str) -> Result<Engine> {

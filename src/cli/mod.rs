@@ -22,6 +22,9 @@ pub struct Args {
     /// The dataset directory (holding dpq.toml).
     #[arg(long, global = true, default_value = ".", value_name = "DIR")]
     pub data: PathBuf,
+    /// Who is asking, recorded with every charge (default: $DPQ_ANALYST, else the OS user).
+    #[arg(long = "as", global = true, value_name = "NAME")]
+    pub analyst: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -117,17 +120,68 @@ pub enum Command {
         #[arg(long)]
         fresh: bool,
     },
-    /// Show the privacy budget ledger.
+    /// Show the privacy budget ledger, verify it, export it, or change the budget.
     Budget {
-        /// List every entry.
+        #[command(subcommand)]
+        action: Option<BudgetAction>,
+        /// List the entries (who, when, what, how much).
         #[arg(long)]
         log: bool,
-        /// Recompute the hash chain and report the first bad entry.
+        /// With --log: the first entry to list.
+        #[arg(long, value_name = "ID")]
+        from: Option<i64>,
+        /// With --log: how many entries to list.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: i64,
+        /// Recompute the whole hash chain, totals and result hashes; report the first bad entry.
         #[arg(long)]
         verify: bool,
+        /// Print the ledger's head (ENTRIES:HASH) for publishing; with --verify, check the chain against a published head.
+        #[arg(long, value_name = "ENTRIES:HASH", num_args = 0..=1, default_missing_value = "")]
+        anchor: Option<String>,
+        /// Spending per analyst.
+        #[arg(long)]
+        by_analyst: bool,
+        /// Write the public statement (statement.json and index.html) into DIR.
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Check an exported public statement, without the data.
+    VerifyStatement {
+        /// The directory `dpq budget --export` wrote.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A published head (ENTRIES:HASH) the statement must contain.
+        #[arg(long, value_name = "ENTRIES:HASH")]
+        anchor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetAction {
+    /// Change the dataset's budget (the only way to change it): records who and why.
+    Set {
+        /// The new total ε.
+        #[arg(long)]
+        epsilon: String,
+        /// The new total δ (default: unchanged).
+        #[arg(long)]
+        delta: Option<String>,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// The admission rule: basic composition or the zCDP filter (default: unchanged).
+        #[arg(long, value_enum)]
+        accountant: Option<AccountantArg>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccountantArg {
+    Basic,
+    Zcdp,
 }
 
 /// Per-query privacy parameters (override dpq.toml [defaults]).

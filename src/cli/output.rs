@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::OutputFormat;
 use crate::engine::result::QueryResult;
-use crate::ledger::{Entry, Status, VerifyReport, fmt_eps};
+use crate::ledger::{Entry, Status, VerifyReport};
 
 fn num(v: &Value) -> String {
     match v {
@@ -108,12 +108,13 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
             let mut s = table(&headers, &rows);
             if let Some(p) = &r.privacy {
                 s.push_str(&format!(
-                    "\nprivacy: ε={} δ={} spent{} · remaining ε={} δ={} · ledger entry {} · unit {} · {} · {}\n",
+                    "\nprivacy: ε={} δ={} spent{} · remaining ε={} δ={} ({}) · ledger entry {} · unit {} · {} · {}\n",
                     p.epsilon,
                     p.delta,
                     if p.replayed { " (replayed answer)" } else { "" },
-                    fmt_eps(p.remaining_epsilon),
+                    p.remaining_epsilon,
                     p.remaining_delta,
+                    p.accountant,
                     p.entry.map(|e| e.to_string()).unwrap_or("-".into()),
                     p.unit,
                     p.mechanism,
@@ -168,34 +169,49 @@ fn unicode_width(s: &str) -> usize {
 }
 
 pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat) -> String {
+    let g = &s.governing;
     match format {
         OutputFormat::Json => {
             let v = serde_json::json!({
-                "total_epsilon": s.total_epsilon.to_f64(),
-                "total_delta": s.total_delta.to_f64(),
-                "spent_epsilon": s.spent_epsilon,
-                "spent_delta": s.spent_delta.to_f64(),
-                "remaining_epsilon": s.remaining_epsilon,
-                "remaining_delta": s.remaining_delta.to_f64(),
-                "basic_epsilon": s.spent.basic_epsilon.to_f64(),
-                "basic_epsilon_exact": s.spent.basic_epsilon.to_string(),
-                "zcdp_epsilon": s.spent.zcdp_epsilon,
-                "rdp_epsilon": s.spent.rdp_epsilon,
-                "pld_epsilon": s.spent.pld_epsilon,
-                "accountant": s.spent.accountant,
-                "head": s.head,
-                "entries": entries.map(|e| serde_json::to_value(e).unwrap()).unwrap_or(Value::from(s.entries)),
+                "dataset": s.dataset,
+                "accountant": s.budget.rule,
+                "governing": { "rule": s.budget.rule.to_string(), "unit": g.unit, "total": g.total, "spent": g.spent, "remaining": g.remaining,
+                               "delta_spent": g.delta_spent, "delta_remaining": g.delta_remaining },
+                "total_epsilon": s.budget.epsilon,
+                "total_delta": s.budget.delta,
+                "spent_epsilon": s.epsilon_spent,
+                "spent_delta": s.totals.delta,
+                "remaining_epsilon": s.remaining_epsilon(),
+                "remaining_delta": s.remaining_delta(),
+                "basic_epsilon_exact": s.totals.epsilon.to_string(),
+                "for_reference": { "basic_epsilon": s.totals.epsilon, "basic_delta": s.totals.delta, "rho": s.totals.rho, "charges": s.totals.charges },
+                "head": s.head.to_string(),
+                "config_drift": s.config_drift,
+                "entries": entries
+                    .map(|es| {
+                        Value::Array(
+                            es.iter()
+                                .map(|e| {
+                                    let mut v = serde_json::to_value(e).unwrap();
+                                    v["hash"] = Value::String(e.hash.clone());
+                                    v
+                                })
+                                .collect(),
+                        )
+                    })
+                    .unwrap_or(Value::from(s.entries)),
             });
             serde_json::to_string_pretty(&v).unwrap() + "\n"
         }
         OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             if let Some(es) = entries {
-                w.write_record(["id", "time", "kind", "epsilon", "delta", "mechanisms", "text", "hash"]).unwrap();
+                w.write_record(["id", "time", "analyst", "kind", "epsilon", "delta", "mechanisms", "text", "hash"]).unwrap();
                 for e in es {
                     w.write_record([
                         e.id.to_string(),
                         e.time.clone(),
+                        e.analyst.clone(),
                         e.kind.clone(),
                         e.epsilon.to_string(),
                         e.delta.to_string(),
@@ -206,14 +222,25 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
                     .unwrap();
                 }
             } else {
-                w.write_record(["total_epsilon", "spent_epsilon", "remaining_epsilon", "total_delta", "spent_delta", "remaining_delta", "entries"]).unwrap();
                 w.write_record([
-                    s.total_epsilon.to_string(),
-                    fmt_eps(s.spent_epsilon),
-                    fmt_eps(s.remaining_epsilon),
-                    s.total_delta.to_string(),
-                    s.spent_delta.to_string(),
-                    s.remaining_delta.to_string(),
+                    "accountant",
+                    "total_epsilon",
+                    "spent_epsilon",
+                    "remaining_epsilon",
+                    "total_delta",
+                    "spent_delta",
+                    "remaining_delta",
+                    "entries",
+                ])
+                .unwrap();
+                w.write_record([
+                    s.budget.rule.to_string(),
+                    s.budget.epsilon.to_string(),
+                    s.epsilon_spent.to_string(),
+                    s.remaining_epsilon().to_string(),
+                    s.budget.delta.to_string(),
+                    s.totals.delta.to_string(),
+                    s.remaining_delta().to_string(),
                     s.entries.to_string(),
                 ])
                 .unwrap();
@@ -222,38 +249,63 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
         }
         OutputFormat::Table => {
             let mut out = String::new();
-            out.push_str(&format!("budget   ε={}  δ={}\n", s.total_epsilon, s.total_delta));
-            out.push_str(&format!(
-                "spent    ε={} (basic composition: {}){}  δ={}\n",
-                fmt_eps(s.spent_epsilon),
-                s.spent.basic_epsilon,
-                match (s.spent.zcdp_epsilon, s.spent.rdp_epsilon) {
-                    (Some(z), Some(r)) => format!("; zCDP {}, RDP {}", fmt_eps(z), fmt_eps(r)),
-                    _ => String::new(),
-                },
-                s.spent_delta
-            ));
-            if let Some(p) = s.spent.pld_epsilon {
-                out.push_str(&format!("         PLD bound {} (reported for reference; admission uses basic/zCDP/RDP)\n", fmt_eps(p)));
+            if let Some(d) = &s.config_drift {
+                out.push_str(&format!("WARNING: {d}\n\n"));
             }
-            out.push_str(&format!("remains  ε={}  δ={}\n", fmt_eps(s.remaining_epsilon), s.remaining_delta));
-            out.push_str(&format!("ledger   {} entries, head {}\n", s.entries, &s.head[..16.min(s.head.len())]));
+            out.push_str(&format!("budget   ε={}  δ={}  (admission: {})\n", s.budget.epsilon, s.budget.delta, s.budget.rule));
+            out.push_str(&format!("spent    ε={}  δ={}\n", s.epsilon_spent, s.totals.delta));
+            out.push_str(&format!("remains  ε={}  δ={}\n", s.remaining_epsilon(), s.remaining_delta()));
+            match s.budget.rule {
+                crate::privacy::accountant::filter::Rule::Basic => {
+                    out.push_str(&format!("         for reference (not used for admission): Σρ = {} (pure releases as ε²/2)\n", s.totals.rho))
+                }
+                crate::privacy::accountant::filter::Rule::Zcdp => out.push_str(&format!(
+                    "         governed by Σρ = {} of ρ* = {}; for reference, basic composition: ε={} δ={}\n",
+                    g.spent, g.total, s.totals.epsilon, s.totals.delta
+                )),
+            }
+            out.push_str(&format!("ledger   {} entries, {} charges, head {} (publish it: dpq budget --anchor)\n", s.entries, s.totals.charges, s.head));
             if let Some(es) = entries {
                 out.push('\n');
-                let headers: Vec<String> = ["id", "time", "kind", "ε", "δ", "mechanisms", "query"].iter().map(|x| x.to_string()).collect();
+                let headers: Vec<String> = ["id", "time", "who", "kind", "ε", "δ", "mechanisms", "what"].iter().map(|x| x.to_string()).collect();
                 let rows: Vec<Vec<String>> = es
                     .iter()
                     .map(|e| {
                         let mut t: String = e.text.split_whitespace().collect::<Vec<_>>().join(" ");
-                        if t.chars().count() > 60 {
-                            t = t.chars().take(57).collect::<String>() + "…";
+                        if crate::ledger::is_charge(&e.kind) && t.chars().count() > 80 {
+                            t = t.chars().take(77).collect::<String>() + "…";
                         }
-                        vec![e.id.to_string(), e.time.clone(), e.kind.clone(), e.epsilon.to_string(), e.delta.to_string(), mech(e), t]
+                        let (eps, del) =
+                            if crate::ledger::is_charge(&e.kind) { (e.epsilon.to_string(), e.delta.to_string()) } else { (String::new(), String::new()) };
+                        vec![e.id.to_string(), e.time.clone(), e.analyst.clone(), e.kind.clone(), eps, del, mech(e), t]
                     })
                     .collect();
                 out.push_str(&table(&headers, &rows));
+                if let Some(last) = es.last() {
+                    if last.id < s.entries {
+                        out.push_str(&format!("… {} more: dpq budget --log --from {}\n", s.entries - last.id, last.id + 1));
+                    }
+                }
             }
             out
+        }
+    }
+}
+
+pub fn render_by_analyst(s: &Status, rows: &[(String, crate::privacy::accountant::filter::Totals)], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => {
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|(a, t)| serde_json::json!({ "analyst": a, "charges": t.charges, "epsilon": t.epsilon, "delta": t.delta, "rho": t.rho }))
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({ "accountant": s.budget.rule, "analysts": v })).unwrap() + "\n"
+        }
+        _ => {
+            let headers: Vec<String> = ["analyst", "charges", "ε (basic)", "δ", "ρ"].iter().map(|x| x.to_string()).collect();
+            let body: Vec<Vec<String>> =
+                rows.iter().map(|(a, t)| vec![a.clone(), t.charges.to_string(), t.epsilon.to_string(), t.delta.to_string(), t.rho.to_string()]).collect();
+            table(&headers, &body)
         }
     }
 }
@@ -287,11 +339,25 @@ pub fn render_verify(v: &VerifyReport, format: OutputFormat) -> String {
     match format {
         OutputFormat::Json => serde_json::to_string_pretty(v).unwrap() + "\n",
         _ => {
-            if v.ok {
-                format!("ledger verified: {} entries, hash chain intact\n", v.entries)
+            let mut out = if v.ok {
+                format!(
+                    "ledger verified: {} entries, hash chain, running totals and stored results intact, head {}\n",
+                    v.entries,
+                    v.head.as_ref().map(|h| h.to_string()).unwrap_or_default()
+                )
             } else {
                 format!("ledger verification FAILED at entry {}: {}\n", v.first_bad.unwrap_or(0), v.problem.clone().unwrap_or_default())
+            };
+            if !v.unfinished.is_empty() {
+                out.push_str(&format!(
+                    "note: {} charged entr{} without a result ({}): interrupted runs; running the same query again finishes {} at no extra cost\n",
+                    v.unfinished.len(),
+                    if v.unfinished.len() == 1 { "y" } else { "ies" },
+                    v.unfinished.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+                    if v.unfinished.len() == 1 { "it" } else { "them" }
+                ));
             }
+            out
         }
     }
 }

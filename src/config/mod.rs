@@ -453,6 +453,64 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
     out
 }
 
+/// Rewrite the `epsilon` and `delta` lines of dpq.toml's [budget] section in
+/// place (comments and everything else untouched), atomically.
+pub fn write_budget(file: &Path, epsilon: Amount, delta: Amount) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io { file: file.display().to_string(), source };
+    let text = std::fs::read_to_string(file).map_err(io)?;
+    let mut out = String::new();
+    let (mut in_budget, mut seen_e, mut seen_d) = (false, false, false);
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            if in_budget {
+                if !seen_e {
+                    out.push_str(&format!("epsilon = {epsilon}\n"));
+                    seen_e = true;
+                }
+                if !seen_d {
+                    out.push_str(&format!("delta = {delta}\n"));
+                    seen_d = true;
+                }
+            }
+            in_budget = t.starts_with("[budget]");
+        }
+        let key = t.split('=').next().unwrap_or("").trim();
+        if in_budget && key == "epsilon" {
+            out.push_str(&format!("epsilon = {epsilon}\n"));
+            seen_e = true;
+            continue;
+        }
+        if in_budget && key == "delta" {
+            out.push_str(&format!("delta = {delta}\n"));
+            seen_d = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !(seen_e && seen_d) {
+        if !in_budget {
+            out.push_str("\n[budget]\n");
+        }
+        if !seen_e {
+            out.push_str(&format!("epsilon = {epsilon}\n"));
+        }
+        if !seen_d {
+            out.push_str(&format!("delta = {delta}\n"));
+        }
+    }
+    // the rewrite must still parse and say what was asked
+    let parsed = Config::parse(&out, file)?;
+    if parsed.budget.epsilon != epsilon || parsed.budget.delta != delta {
+        return Err(ConfigError::Parse { file: file.display().to_string(), message: "could not rewrite [budget]; edit it to match the ledger".into() });
+    }
+    let tmp = file.with_extension("toml.tmp");
+    std::fs::write(&tmp, &out).map_err(io)?;
+    std::fs::rename(&tmp, file).map_err(io)?;
+    Ok(())
+}
+
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_') && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

@@ -11,6 +11,7 @@ pub mod error;
 pub mod explain;
 pub mod guard;
 pub mod plan;
+pub mod protocol;
 pub mod release;
 pub mod result;
 pub mod session;
@@ -21,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::Dataset;
-use crate::ledger::{ChargeRequest, Ledger, Replay};
+use crate::ledger::{ChargeRequest, Ledger};
 use crate::privacy::amount::Amount;
 use crate::privacy::mechanisms::Mechanism;
 use analyze::{Analysis, DpQuery, PublicDomains};
@@ -81,19 +82,19 @@ impl Engine {
                 let (c, l0, linf) = plan::configured_bounds(&q, params);
                 let (family, alt, why) = plan::choose_family(&q, params, c, l0, linf);
                 let cal = plan::calibrate(&q, params, family, alt, why)?;
-                let data_version = self.data_version(&q.tables);
-                let mut h = Sha256::new();
-                h.update(q.plan.display_indent().to_string().as_bytes());
-                h.update(serde_json::to_string(params).unwrap().as_bytes());
-                h.update(data_version.as_bytes());
-                let key = hex::encode(h.finalize());
+                // the data read: the tables scanned and the public tables that give key domains
+                let mut read = q.tables.clone();
+                read.extend(self.domains.keys().map(|(t, _)| t.clone()));
+                let data_version = self.data_version(&read);
+                let key = replay_key(&q, &cal, params, &data_version);
                 Ok(Prepared::Dp { query: q, cal, params: params.clone(), sql: sql.to_string(), key, data_version })
             }
         }
     }
 
-    /// Answer a prepared query: replay, or charge → execute → release → store.
-    pub async fn run(&self, prepared: &Prepared, ledger: &mut Ledger, fresh: bool) -> Result<QueryResult> {
+    /// Answer a prepared query: replay, or charge → execute → release → store
+    /// (the protocol of [`protocol::release`]).
+    pub async fn run(&self, prepared: &Prepared, ledger: &mut Ledger, fresh: bool, caller: &Caller) -> Result<QueryResult> {
         match prepared {
             Prepared::Public { plan, .. } => {
                 let ctx = self.sessions.planning()?;
@@ -103,43 +104,10 @@ impl Engine {
                 Ok(r)
             }
             Prepared::Dp { query, cal, params, sql, key, data_version } => {
-                let status = ledger.status()?;
-                if !fresh {
-                    match ledger.replay(key)? {
-                        Some(Replay::Stored { entry, result }) => {
-                            let mut r: QueryResult = serde_json::from_value(result)
-                                .map_err(|e| EngineError::Invalid(format!("stored result of entry {entry} is unreadable: {e}")))?;
-                            if let Some(p) = &mut r.privacy {
-                                p.replayed = true;
-                                p.epsilon = "0".into();
-                                p.delta = "0".into();
-                                p.remaining_epsilon = status.remaining_epsilon;
-                                p.remaining_delta = status.remaining_delta.to_string();
-                            }
-                            r.notes.push(format!(
-                                "replayed the stored answer of ledger entry {entry}: asking again costs nothing and returns the same noise; use --fresh to draw new noise (and pay again)"
-                            ));
-                            return Ok(r);
-                        }
-                        Some(Replay::Unfinished { entry, seed }) => {
-                            let mut r = self.compute(query, cal, seed).await?;
-                            r.privacy = Some(privacy_of(cal, query, entry, None, status.remaining_epsilon, status.remaining_delta, true));
-                            r.notes.push(format!(
-                                "ledger entry {entry} was charged but its answer never stored (interrupted run); recomputed with its stored noise seed"
-                            ));
-                            ledger.store_result(entry, &serde_json::to_value(&r).unwrap())?;
-                            return Ok(r);
-                        }
-                        None => {}
-                    }
-                }
-                let (epsilon, delta) = cal.charge();
-                let charge = ChargeRequest {
+                let request = ChargeRequest {
                     kind: "query".into(),
                     text: sql.clone(),
                     query_key: Some(key.clone()),
-                    epsilon,
-                    delta,
                     releases: cal.releases(),
                     params: serde_json::json!({
                         "mechanism": cal.mechanism,
@@ -149,14 +117,35 @@ impl Engine {
                         "unit": query.unit_name,
                     }),
                     data_version: data_version.clone(),
+                    analyst: caller.analyst.clone(),
+                    quota: caller.quota,
                 };
-                let charged = ledger.charge(&charge)?;
-                let mut r = self.compute(query, cal, charged.seed).await?;
-                r.privacy = Some(privacy_of(cal, query, charged.entry, Some(charged.hash.clone()), charged.remaining_epsilon, charged.remaining_delta, false));
-                if let (Some(p), Some(b)) = (&mut r.privacy, &r.bounding_used) {
-                    p.bounding = b.clone();
+                let released = protocol::release(ledger, request, fresh, |charge| async move {
+                    let mut r = self.compute(query, cal, crate::privacy::samplers::fresh_seed()).await?;
+                    r.privacy = Some(privacy_of(cal, query, &charge, r.bounding_used.clone(), &caller.analyst));
+                    // the result entry records the bounds actually applied (after any --auto-bounds release)
+                    let recorded = serde_json::json!({ "bounding_used": r.bounding_used, "notes": r.notes });
+                    Ok((serde_json::to_value(&r).expect("results serialise"), recorded))
+                })
+                .await?;
+                let mut r: QueryResult = serde_json::from_value(released.value)
+                    .map_err(|e| error::internal(format!("the stored result of entry {} does not read: {e}", released.charge.entry)))?;
+                if let Some(p) = &mut r.privacy {
+                    p.replayed = released.replayed;
+                    p.result_hash = Some(released.result_hash.clone());
+                    p.remaining_epsilon = released.status.remaining_epsilon().to_string();
+                    p.remaining_delta = released.status.remaining_delta().to_string();
+                    if released.replayed {
+                        p.epsilon = "0".into();
+                        p.delta = "0".into();
+                    }
                 }
-                ledger.store_result(charged.entry, &serde_json::to_value(&r).unwrap())?;
+                if released.replayed {
+                    r.notes.push(format!(
+                        "replayed the stored answer of ledger entry {}: asking again costs nothing and returns the same noise; use --fresh to draw new noise (and pay again)",
+                        released.charge.entry
+                    ));
+                }
                 Ok(r)
             }
         }
@@ -218,6 +207,51 @@ impl Engine {
     }
 }
 
+/// Version of the replay key: bump when what a key covers changes.
+pub const REPLAY_KEY_FORMAT: &str = "dpq-replay-key-2";
+
+/// The replay key: everything the answer depends on, so that a stored answer
+/// is replayed only for exactly the same question on exactly the same inputs —
+/// the normalised plan, the parameters, every group key's domain (values and
+/// source), every aggregate's bounds, grid and noise, the bounding family and
+/// partition selection, and the versions of every table read (including public
+/// domain tables).
+fn replay_key(q: &DpQuery, cal: &Calibration, params: &QueryParams, data_version: &str) -> String {
+    let mut h = Sha256::new();
+    let mut put = |s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    put(REPLAY_KEY_FORMAT);
+    put(&q.plan.display_indent().to_string());
+    put(&serde_json::to_string(params).expect("params serialise"));
+    for k in &q.keys {
+        put(&k.display);
+        put(&k.data_type.to_string());
+        match &k.domain {
+            Some(d) => {
+                put(&d.source);
+                for v in &d.values {
+                    put(&v.to_string());
+                }
+            }
+            None => put("no domain"),
+        }
+    }
+    put(&format!("{:?}", cal.family));
+    for (a, ap) in q.aggs.iter().zip(&cal.aggs) {
+        put(&format!("{:?} {:?} {} {:?}", a.kind, a.bounds, a.integer, ap.mechanism.grid()));
+        for c in ap.mechanism.describe() {
+            put(&format!("{} {} {} {}", c.what, c.sensitivity, c.noise, c.cost));
+        }
+    }
+    if let Some(s) = &cal.selection {
+        put(&format!("selection ε={} δ={} L0={}", s.epsilon, s.delta, s.groups_per_unit));
+    }
+    put(data_version);
+    hex::encode(h.finalize())
+}
+
 /// Whether a query needs the counts/sums pass: for partition selection and for
 /// every aggregate but a quantile. A query of quantiles over declared domains
 /// (e.g. a per-person median by cohort) reads its data once.
@@ -225,21 +259,31 @@ pub fn needs_counts_pass(q: &DpQuery, cal: &Calibration) -> bool {
     cal.selection.is_some() || q.aggs.iter().any(|a| !matches!(a.kind, analyze::AggKind::Quantile { .. }))
 }
 
-fn privacy_of(cal: &Calibration, q: &DpQuery, entry: i64, hash: Option<String>, remaining: f64, remaining_delta: Amount, replayed: bool) -> Privacy {
+fn privacy_of(cal: &Calibration, q: &DpQuery, charge: &protocol::Charge, bounding: Option<String>, analyst: &str) -> Privacy {
     Privacy {
-        epsilon: if replayed { "0".into() } else { cal.charge().0.to_string() },
-        delta: if replayed { "0".into() } else { cal.charge().1.to_string() },
-        charged_epsilon: cal.charge().0.to_string(),
-        charged_delta: cal.charge().1.to_string(),
-        remaining_epsilon: remaining,
-        remaining_delta: remaining_delta.to_string(),
-        entry: Some(entry),
-        replayed,
+        epsilon: charge.epsilon.to_string(),
+        delta: charge.delta.to_string(),
+        charged_epsilon: charge.epsilon.to_string(),
+        charged_delta: charge.delta.to_string(),
+        remaining_epsilon: charge.status.remaining_epsilon().to_string(),
+        remaining_delta: charge.status.remaining_delta().to_string(),
+        accountant: charge.status.budget.rule.to_string(),
+        entry: Some(charge.entry),
+        replayed: false,
         mechanism: cal.mechanism.to_string(),
-        bounding: cal.family.describe(),
+        bounding: bounding.unwrap_or_else(|| cal.family.describe()),
         unit: q.unit_name.clone(),
-        ledger_hash: hash,
+        ledger_hash: Some(charge.hash.clone()),
+        result_hash: None,
+        analyst: analyst.to_string(),
     }
+}
+
+/// Who is asking, and their quota (ε, δ) if they have one.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub analyst: String,
+    pub quota: Option<(Amount, Amount)>,
 }
 
 /// Resolve per-query parameters from dpq.toml defaults and overrides.

@@ -36,23 +36,32 @@ pub struct Noisy {
     pub confidence: f64,
 }
 
+/// What an answer cost and where it is recorded (exact decimals as strings).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Privacy {
-    /// ε and δ spent by this query (0 when replayed).
+    /// ε and δ spent by this call (0 when replayed).
     pub epsilon: String,
     pub delta: String,
     /// ε and δ this answer was charged when first computed.
     pub charged_epsilon: String,
     pub charged_delta: String,
-    #[serde(with = "lenient")]
-    pub remaining_epsilon: f64,
+    /// What remains of the dataset's budget, under the governing rule.
+    pub remaining_epsilon: String,
     pub remaining_delta: String,
+    /// The rule that governs admission ("basic composition" or "zCDP filter").
+    pub accountant: String,
     pub entry: Option<i64>,
     pub replayed: bool,
     pub mechanism: String,
+    /// The contribution bounds actually applied.
     pub bounding: String,
     pub unit: String,
+    /// Hash of the charge entry, and of the stored result (in its result entry).
     pub ledger_hash: Option<String>,
+    #[serde(default)]
+    pub result_hash: Option<String>,
+    #[serde(default)]
+    pub analyst: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

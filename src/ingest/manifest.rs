@@ -43,6 +43,9 @@ pub struct Part {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Manifest {
     pub table: String,
+    /// The dataset this table was ingested into (its ledger's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
     pub schema: Vec<ColumnSpec>,
     pub parts: Vec<Part>,
     pub next_part: u64,

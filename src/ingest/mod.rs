@@ -70,6 +70,8 @@ pub enum IngestError {
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
     pub table: String,
+    /// The dataset's id (from its ledger), recorded in the manifest.
+    pub dataset: Option<String>,
     pub files: Vec<PathBuf>,
     pub force: bool,
     pub format: Option<FileFormat>,
@@ -109,6 +111,9 @@ pub fn ingest(data: &Path, config: &Config, opts: &IngestOptions) -> Result<Inge
     let _lock =
         TableLock::acquire(data, &opts.table).map_err(|source| IngestError::Write { path: table_dir(data, &opts.table).display().to_string(), source })?;
     let mut manifest = Manifest::load(data, &opts.table)?.unwrap_or_else(|| Manifest { table: opts.table.clone(), next_part: 1, ..Default::default() });
+    if opts.dataset.is_some() {
+        manifest.dataset = opts.dataset.clone();
+    }
     clean_stale(data, &manifest);
 
     // hash every file first: a duplicate refuses the whole command before any work

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::Dataset;
+use crate::engine::Caller;
 use crate::engine::plan::QueryParams;
 use crate::engine::result::{Noisy, QueryResult};
 use crate::engine::{Engine, EngineError, Prepared};
-use crate::ledger::{ChargeRequest, Ledger, Replay};
+use crate::ledger::{ChargeRequest, Ledger};
 use crate::privacy::accountant::Release;
 use crate::privacy::amount::Amount;
 use spec::{Chart, Section, Spec};
@@ -301,11 +302,21 @@ pub struct ReportPrivacy {
     pub delta: String,
     pub total_epsilon: String,
     pub total_delta: String,
-    #[serde(with = "crate::engine::result::lenient")]
-    pub remaining_epsilon: f64,
+    pub remaining_epsilon: String,
     pub remaining_delta: String,
+    /// The rule that governs admission.
+    pub accountant: String,
+    /// The ledger entry of the charge, its hash, the hash of the stored report
+    /// (in its result entry) and the ledger's head when this was written: a
+    /// reader checks them against the dataset's public statement.
     pub entry: i64,
     pub entry_hash: String,
+    #[serde(default)]
+    pub result_hash: Option<String>,
+    #[serde(default)]
+    pub ledger_head: Option<String>,
+    #[serde(default)]
+    pub dataset: String,
     pub unit: String,
     pub confidence: f64,
     pub replayed: bool,
@@ -320,13 +331,6 @@ pub struct ReportResult {
     pub generated_at: String,
     pub sections: Vec<SectionResult>,
     pub privacy: ReportPrivacy,
-}
-
-fn section_seed(seed: &[u8; 32], i: usize) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(seed);
-    h.update((i as u64).to_le_bytes());
-    h.finalize().into()
 }
 
 fn derive(s: &Section, r: &QueryResult, confidence: f64) -> Vec<Derived> {
@@ -366,16 +370,18 @@ fn derive(s: &Section, r: &QueryResult, confidence: f64) -> Vec<Derived> {
     out
 }
 
-/// Run a planned report: replay, or charge once → compute every section → store.
-pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut Ledger, fresh: bool) -> Result<ReportResult, ReportError> {
+/// Run a planned report: replay, or charge once → compute every section → store
+/// (the same protocol as queries: [`crate::engine::protocol::release`]).
+pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut Ledger, fresh: bool, caller: &Caller) -> Result<ReportResult, ReportError> {
     let mut h = Sha256::new();
     h.update(serde_json::to_string(spec).unwrap().as_bytes());
     let mut releases: Vec<Release> = Vec::new();
     let mut unit = String::new();
     for s in &plan.sections {
         h.update(s.epsilon.to_string().as_bytes());
-        if let Prepared::Dp { cal, data_version, query, .. } = &s.prepared {
-            h.update(data_version.as_bytes());
+        if let Prepared::Dp { cal, key, query, .. } = &s.prepared {
+            // a section's replay key covers everything its answer depends on
+            h.update(key.as_bytes());
             releases.extend(cal.releases());
             if unit.is_empty() {
                 unit = query.unit_name.clone();
@@ -383,86 +389,94 @@ pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut L
         }
     }
     let key = hex::encode(h.finalize());
-    let status = ledger.status()?;
-    let (entry, hash, seed, remaining, remaining_delta, replayed) = match (fresh, ledger.replay(&key)?) {
-        (false, Some(Replay::Stored { entry, result })) => {
-            let mut r: ReportResult = serde_json::from_value(result)
-                .map_err(|e| ReportError::Plan { section: "ledger".into(), message: format!("stored report of entry {entry} is unreadable: {e}") })?;
-            r.privacy.replayed = true;
-            r.privacy.remaining_epsilon = status.remaining_epsilon;
-            r.privacy.remaining_delta = status.remaining_delta.to_string();
-            for (sr, ps) in r.sections.iter_mut().zip(&plan.sections) {
-                sr.spec = Some(ps.section.clone());
-            }
-            return Ok(r);
-        }
-        (false, Some(Replay::Unfinished { entry, seed })) => {
-            let hash = ledger.entries()?.into_iter().find(|e| e.id == entry).map(|e| e.hash).unwrap_or_default();
-            (entry, hash, seed, status.remaining_epsilon, status.remaining_delta, true)
-        }
-        _ => {
-            let req = ChargeRequest {
-                kind: "report".into(),
-                text: plan.title.clone(),
-                query_key: Some(key.clone()),
-                epsilon: plan.epsilon,
-                delta: plan.delta,
-                releases,
-                params: serde_json::json!({
-                    "sections": plan.sections.iter().map(|s| serde_json::json!({"id": s.id, "epsilon": s.epsilon, "delta": s.delta, "bounding": s.bounding, "sql": s.section.sql})).collect::<Vec<_>>(),
-                }),
-                data_version: key.clone(),
+    let request = ChargeRequest {
+        kind: "report".into(),
+        text: plan.title.clone(),
+        query_key: Some(key.clone()),
+        releases,
+        params: serde_json::json!({
+            "sections": plan.sections.iter().map(|s| serde_json::json!({"id": s.id, "epsilon": s.epsilon, "delta": s.delta, "bounding": s.bounding, "sql": s.section.sql})).collect::<Vec<_>>(),
+        }),
+        data_version: key.clone(),
+        analyst: caller.analyst.clone(),
+        quota: caller.quota,
+    };
+    let released = crate::engine::protocol::release(ledger, request, fresh, |charge| async move {
+        let mut sections = Vec::new();
+        for ps in &plan.sections {
+            let s = &ps.section;
+            let result = match &ps.prepared {
+                Prepared::Dp { query, cal, .. } => engine
+                    .compute(query, cal, crate::privacy::samplers::fresh_seed())
+                    .await
+                    .map_err(|e| EngineError::Invalid(format!("section `{}`: {e}", s.id)))?,
+                Prepared::Public { .. } => {
+                    let mut scratch = caller.clone();
+                    scratch.quota = None;
+                    return Err(EngineError::Invalid(format!(
+                        "section `{}` reads only public tables; put it in a query of its own ({})",
+                        s.id, scratch.analyst
+                    )));
+                }
             };
-            let c = ledger.charge(&req)?;
-            (c.entry, c.hash, c.seed, c.remaining_epsilon, c.remaining_delta, false)
+            let derived = derive(s, &result, plan.confidence);
+            sections.push(SectionResult {
+                id: s.id.clone(),
+                title: s.title.clone(),
+                description: s.description.clone(),
+                chart: s.chart,
+                epsilon: ps.epsilon.to_string(),
+                delta: ps.delta.to_string(),
+                bounding: result.bounding_used.clone().unwrap_or_else(|| ps.bounding.clone()),
+                result,
+                derived,
+                note: s.note.clone(),
+                spec: Some(s.clone()),
+            });
         }
-    };
-    let mut sections = Vec::new();
-    for (i, ps) in plan.sections.iter().enumerate() {
-        let s = &ps.section;
-        let result = match &ps.prepared {
-            Prepared::Dp { query, cal, .. } => {
-                engine.compute(query, cal, section_seed(&seed, i)).await.map_err(|e| ReportError::Section { section: s.id.clone(), source: e })?
-            }
-            Prepared::Public { .. } => engine.run(&ps.prepared, ledger, false).await?,
+        let st = &charge.status;
+        let r = ReportResult {
+            title: spec.title.clone(),
+            subtitle: spec.subtitle.clone(),
+            period: spec.period.clone(),
+            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            sections,
+            privacy: ReportPrivacy {
+                epsilon: charge.epsilon.to_string(),
+                delta: charge.delta.to_string(),
+                total_epsilon: st.budget.epsilon.to_string(),
+                total_delta: st.budget.delta.to_string(),
+                remaining_epsilon: st.remaining_epsilon().to_string(),
+                remaining_delta: st.remaining_delta().to_string(),
+                accountant: st.budget.rule.to_string(),
+                entry: charge.entry,
+                entry_hash: charge.hash.clone(),
+                result_hash: None,
+                ledger_head: None,
+                dataset: st.dataset.clone(),
+                unit: unit.clone(),
+                confidence: plan.confidence,
+                replayed: false,
+                mechanism: spec.privacy.mechanism.unwrap_or_default().to_string(),
+            },
         };
-        let derived = derive(s, &result, plan.confidence);
-        sections.push(SectionResult {
-            id: s.id.clone(),
-            title: s.title.clone(),
-            description: s.description.clone(),
-            chart: s.chart,
-            epsilon: ps.epsilon.to_string(),
-            delta: ps.delta.to_string(),
-            bounding: ps.bounding.clone(),
-            result,
-            derived,
-            note: s.note.clone(),
-            spec: Some(s.clone()),
-        });
+        let recorded =
+            serde_json::json!({ "sections": r.sections.iter().map(|s| serde_json::json!({"id": s.id, "bounding_used": s.bounding})).collect::<Vec<_>>() });
+        Ok((serde_json::to_value(&r).expect("reports serialise"), recorded))
+    })
+    .await?;
+    let mut r: ReportResult = serde_json::from_value(released.value).map_err(|e| ReportError::Plan {
+        section: "ledger".into(),
+        message: format!("the stored report of entry {} is unreadable: {e}", released.charge.entry),
+    })?;
+    r.privacy.replayed = released.replayed;
+    r.privacy.result_hash = Some(released.result_hash.clone());
+    r.privacy.ledger_head = Some(released.status.head.to_string());
+    r.privacy.remaining_epsilon = released.status.remaining_epsilon().to_string();
+    r.privacy.remaining_delta = released.status.remaining_delta().to_string();
+    for (sr, ps) in r.sections.iter_mut().zip(&plan.sections) {
+        sr.spec = Some(ps.section.clone());
     }
-    let r = ReportResult {
-        title: spec.title.clone(),
-        subtitle: spec.subtitle.clone(),
-        period: spec.period.clone(),
-        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        sections,
-        privacy: ReportPrivacy {
-            epsilon: plan.epsilon.to_string(),
-            delta: plan.delta.to_string(),
-            total_epsilon: status.total_epsilon.to_string(),
-            total_delta: status.total_delta.to_string(),
-            remaining_epsilon: remaining,
-            remaining_delta: remaining_delta.to_string(),
-            entry,
-            entry_hash: hash,
-            unit,
-            confidence: plan.confidence,
-            replayed,
-            mechanism: spec.privacy.mechanism.unwrap_or_default().to_string(),
-        },
-    };
-    ledger.store_result(entry, &serde_json::to_value(&r).unwrap())?;
     Ok(r)
 }
 

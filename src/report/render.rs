@@ -196,7 +196,7 @@ pub fn statement(r: &ReportResult) -> Vec<String> {
             p.delta,
             p.total_epsilon,
             p.total_delta,
-            crate::ledger::fmt_eps(p.remaining_epsilon),
+            p.remaining_epsilon,
             p.remaining_delta
         ),
         "Each person's influence was bounded before noise was added (per section below: how many rows and groups one person may contribute; numeric values were clamped to declared ranges). Noise was drawn with exact discrete Laplace samplers from a cryptographic random generator.".into(),
@@ -205,8 +205,12 @@ pub fn statement(r: &ReportResult) -> Vec<String> {
             p.confidence * 100.0
         ),
         format!(
-            "Audit: this report is ledger entry #{} (hash {}). Anyone with the dataset can check the ledger with `dpq budget --verify`; asking for the same report again returns these same numbers at no cost.",
-            p.entry, p.entry_hash
+            "Audit: this report was charged as ledger entry #{} (hash {}) of dataset {}; the figures above are the stored result whose SHA-256 is {}, recorded in the ledger whose head was {} when this was written. Anyone can check them against the dataset's public statement (`dpq budget --export DIR`, then `dpq verify-statement DIR`); asking for the same report again returns these same numbers at no cost.",
+            p.entry,
+            p.entry_hash,
+            p.dataset,
+            p.result_hash.clone().unwrap_or_default(),
+            p.ledger_head.clone().unwrap_or_default()
         ),
     ];
     if p.replayed {

@@ -1,9 +1,10 @@
-//! The ledger under real processes: races, SIGKILL crashes, tampering.
+//! The ledger under real processes and real attacks: races, SIGKILL crashes,
+//! and the ways a privacy officer or a hostile insider would try to reset,
+//! forge or read it (issue "A ledger a privacy officer can trust").
 
 use std::process::Command;
 
-use dpq::config::Budget;
-use dpq::ledger::{ChargeRequest, Ledger};
+use dpq::ledger::{Binding, ChargeRequest, Ledger};
 use dpq::privacy::accountant::Release;
 use dpq::privacy::amount::Amount;
 
@@ -13,21 +14,24 @@ fn a(s: &str) -> Amount {
     s.parse().unwrap()
 }
 
+fn binding(eps: &str) -> Binding {
+    Binding { tables: vec![], config_budget: (a(eps), Amount::ZERO), config_file: "dpq.toml".into() }
+}
+
 /// Child process of `processes_cannot_overspend`: one charge attempt.
 #[test]
 fn race_child() {
     let Ok(path) = std::env::var("DPQ_RACE_LEDGER") else { return };
-    let budget = Budget { epsilon: a(&std::env::var("DPQ_RACE_BUDGET").unwrap()), delta: Amount::ZERO };
-    let mut l = Ledger::open(std::path::Path::new(&path), &budget, "dpq.toml").unwrap();
+    let mut l = Ledger::open(std::path::Path::new(&path), &binding(&std::env::var("DPQ_RACE_BUDGET").unwrap()), "racer").unwrap();
     let req = ChargeRequest {
         kind: "query".into(),
         text: "race".into(),
         query_key: None,
-        epsilon: a("0.1"),
-        delta: Amount::ZERO,
         releases: vec![Release::Pure { epsilon: a("0.1") }],
         params: serde_json::json!({}),
         data_version: "v".into(),
+        analyst: "racer".into(),
+        quota: None,
     };
     let code = match l.charge(&req) {
         Ok(_) => 0,
@@ -48,8 +52,7 @@ fn processes_cannot_overspend() {
     for round in 0..200 {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("ledger.db");
-        let budget = Budget { epsilon: a("0.2"), delta: Amount::ZERO };
-        drop(Ledger::open(&path, &budget, "dpq.toml").unwrap());
+        drop(Ledger::open(&path, &binding("0.2"), "setup").unwrap());
         let children: Vec<_> = (0..4)
             .map(|_| {
                 Command::new(&exe)
@@ -65,20 +68,24 @@ fn processes_cannot_overspend() {
         let wins = codes.iter().filter(|&&c| c == 0).count();
         assert!(codes.iter().all(|&c| c == 0 || c == 3), "round {round}: unexpected exit codes {codes:?}");
         assert_eq!(wins, 2, "round {round}: {codes:?}");
-        let l = Ledger::open(&path, &budget, "dpq.toml").unwrap();
-        assert_eq!(l.status().unwrap().spent.basic_epsilon, a("0.1") + a("0.1"));
-        assert!(l.verify().unwrap().ok);
+        let l = Ledger::open(&path, &binding("0.2"), "check").unwrap();
+        assert_eq!(l.status().unwrap().totals.epsilon, a("0.1") + a("0.1"));
+        assert!(l.verify(None).unwrap().ok);
     }
+}
+
+fn spent(data: &std::path::Path) -> String {
+    json(data, &["budget", "--format", "json"])["basic_epsilon_exact"].as_str().unwrap().to_string()
 }
 
 /// SIGKILL a querying process at random moments, many times. Afterwards the
 /// chain verifies, every charge is accounted, and every answer that was printed
-/// belongs to a charged entry holding that same answer.
+/// belongs to a charged entry holding that same answer. Interrupted charges are
+/// finished by the next run at no extra cost.
 #[test]
 fn sigkill_at_random_points_never_loses_a_charge_or_shows_an_uncharged_result() {
     let (_d, data) = dataset();
     let sql = "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind";
-    // typical duration of one run
     let t0 = std::time::Instant::now();
     ok(&data, &["query", sql, "--fresh", "--format", "json", "--epsilon", "0.01"]);
     let typical = t0.elapsed().as_millis() as u64;
@@ -105,38 +112,232 @@ fn sigkill_at_random_points_never_loses_a_charge_or_shows_an_uncharged_result() 
     }
     let v = json(&data, &["budget", "--verify", "--format", "json"]);
     assert_eq!(v["ok"], true, "{v}");
-    let log = json(&data, &["budget", "--log", "--format", "json"]);
+    let log = json(&data, &["budget", "--log", "--limit", "100000", "--format", "json"]);
     let entries = log["entries"].as_array().unwrap();
     let charged: Vec<i64> = entries.iter().filter(|e| e["kind"] == "query").map(|e| e["id"].as_i64().unwrap()).collect();
-    // spend equals the sum of charged entries, exactly
     let total: Amount = entries.iter().filter(|e| e["kind"] == "query").map(|e| a(e["epsilon"].as_str().unwrap())).sum();
-    assert_eq!(total.to_string(), log["basic_epsilon_exact"].as_str().unwrap());
-    // every printed answer is a charged entry's stored answer
+    assert_eq!(total.to_string(), log["basic_epsilon_exact"].as_str().unwrap(), "spend equals the sum of charges, exactly");
     let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
     for (entry, rows) in &shown {
         assert!(charged.contains(entry), "entry {entry} printed but not charged");
-        let stored: String = db.query_row("SELECT result FROM results WHERE entry_id = ?1", [entry], |r| r.get(0)).unwrap();
+        let stored: String = db.query_row("SELECT result FROM results WHERE charge_id = ?1", [entry], |r| r.get(0)).unwrap();
         let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(&stored["rows"], rows, "entry {entry}: printed answer differs from the stored one");
     }
-    // charged-but-unfinished runs replay from their seed without a new charge
-    let before = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].clone();
+    // the next run finishes an interrupted charge (or replays the last answer): no new charge
+    let before = spent(&data);
     let again = json(&data, &["query", sql, "--format", "json", "--epsilon", "0.01"]);
-    assert_eq!(again["privacy"]["replayed"], true);
-    let after = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].clone();
-    assert_eq!(before, after);
+    assert_eq!(again["privacy"]["epsilon"] == "0", again["privacy"]["replayed"] == true);
+    assert_eq!(before, spent(&data));
 }
 
+/// `rm ledger.db` or `: > ledger.db` no longer restores the budget: a dataset
+/// that holds data refuses to run without its own ledger.
 #[test]
-fn tampering_fails_verify_with_exit_code_1() {
+fn removing_or_truncating_the_ledger_is_refused() {
+    for how in ["rm", "truncate"] {
+        let (_d, data) = dataset();
+        ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "1"]);
+        match how {
+            "rm" => std::fs::remove_file(data.join("ledger.db")).unwrap(),
+            _ => std::fs::write(data.join("ledger.db"), b"").unwrap(),
+        }
+        let _ = std::fs::remove_file(data.join("ledger.db-wal"));
+        let r = run(&data, &["query", "SELECT COUNT(*) FROM calls"]);
+        assert_eq!(r.code, 1, "{how}: {}", r.stdout);
+        assert!(r.stderr.contains("ledger.db is missing") && r.stderr.contains("restore"), "{how}: {}", r.stderr);
+        assert!(run(&data, &["budget"]).code != 0, "{how}: budget must not show a fresh ledger");
+    }
+}
+
+/// A ledger copied from another dataset is refused.
+#[test]
+fn a_foreign_ledger_is_refused() {
+    let (_d1, one) = dataset();
+    let (_d2, two) = dataset();
+    ok(&one, &["query", "SELECT COUNT(*) FROM calls"]);
+    // `two` was copied from the same base: give it its own identity by re-initialising
+    let d3 = tempfile::tempdir().unwrap();
+    let fresh = d3.path().join("fresh");
+    ok(std::path::Path::new("."), &["init", fresh.to_str().unwrap()]);
+    ok(&fresh, &["budget"]); // creates fresh's ledger with a new id
+    for f in ["ledger.db", "ledger.anchor"] {
+        std::fs::copy(fresh.join(f), two.join(f)).unwrap();
+    }
+    let _ = std::fs::remove_file(two.join("ledger.db-wal"));
+    let r = run(&two, &["query", "SELECT COUNT(*) FROM calls"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("belongs to another dataset"), "{}", r.stderr);
+}
+
+/// An entry edited by hand (its ε lowered) fails `--verify` with exit 1, and the
+/// next query is refused rather than admitted.
+#[test]
+fn an_edited_entry_blocks_the_next_query() {
     let (_d, data) = dataset();
     for e in ["0.1", "0.2", "0.3"] {
-        ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", e]);
+        ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", e, "--fresh"]);
     }
     assert!(ok(&data, &["budget", "--verify"]).contains("verified"));
     let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
-    db.execute("UPDATE entries SET epsilon = '0.0001' WHERE id = 3", []).unwrap();
+    // the last charge (not yet behind the verified point of a later write)
+    let id: i64 = db.query_row("SELECT MAX(id) FROM entries WHERE kind = 'query'", [], |r| r.get(0)).unwrap();
+    db.execute("UPDATE entries SET body = replace(body, '\"epsilon\":\"0.3\"', '\"epsilon\":\"0.0001\"') WHERE id = ?1", [id]).unwrap();
+    db.execute("UPDATE meta SET value = '1:x' WHERE key = 'verified'", []).unwrap();
     let r = run(&data, &["budget", "--verify"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("entry 3"), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("entry {id}")), "{}", r.stdout);
+    let q = run(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.1", "--fresh"]);
+    assert_eq!(q.code, 1);
+    assert!(q.stderr.contains("failed verification"), "{}", q.stderr);
+}
+
+/// A stored result edited by hand is not served as a replay, and a deleted one
+/// is noticed (not silently recomputed over whatever data is present now).
+#[test]
+fn edited_or_deleted_results_are_never_served() {
+    let (_d, data) = dataset();
+    let sql = "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind";
+    let first = json(&data, &["query", sql, "--format", "json"]);
+    let entry = first["privacy"]["entry"].as_i64().unwrap();
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    let text: String = db.query_row("SELECT result FROM results WHERE charge_id = ?1", [entry], |r| r.get(0)).unwrap();
+    let forged = text.replacen("\"value\":", "\"value\":1234567,\"was\":", 1);
+    db.execute("UPDATE results SET result = ?1 WHERE charge_id = ?2", rusqlite::params![forged, entry]).unwrap();
+    let r = run(&data, &["query", sql, "--format", "json"]);
+    assert_eq!(r.code, 1, "an edited result was served: {}", r.stdout);
+    assert!(r.stderr.contains("was edited"), "{}", r.stderr);
+    db.execute("DELETE FROM results WHERE charge_id = ?1", [entry]).unwrap();
+    let r = run(&data, &["query", sql, "--format", "json"]);
+    assert_eq!(r.code, 1, "a deleted result was recomputed: {}", r.stdout);
+    assert!(r.stderr.contains("deleted"), "{}", r.stderr);
+    assert_eq!(run(&data, &["budget", "--verify"]).code, 1);
+}
+
+/// Deleting the last entries (and editing the database's own records to
+/// match) is caught by ledger.anchor; rolling back both files is caught by a
+/// head published earlier.
+#[test]
+fn tail_truncation_is_caught_against_the_anchor() {
+    let (_d, data) = dataset();
+    for e in ["0.1", "0.2"] {
+        ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", e, "--fresh"]);
+    }
+    let published = ok(&data, &["budget", "--anchor"]).trim().to_string();
+    let snapshot = std::fs::read(data.join("ledger.anchor")).unwrap();
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.3", "--fresh"]);
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    let n: i64 = db.query_row("SELECT MAX(id) FROM entries", [], |r| r.get(0)).unwrap();
+    db.execute("DELETE FROM entries WHERE id > ?1", [n - 2]).unwrap();
+    let h: String = db.query_row("SELECT hash FROM entries WHERE id = ?1", [n - 2], |r| r.get(0)).unwrap();
+    db.execute("UPDATE meta SET value = ?1 WHERE key = 'verified'", [format!("{}:{h}", n - 2)]).unwrap();
+    let r = run(&data, &["budget", "--verify"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("ledger.anchor"), "{}", r.stdout);
+    assert_eq!(run(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]).code, 1, "a truncated ledger admits nothing");
+    // a consistent rollback of both files to before the published head
+    db.execute("DELETE FROM entries WHERE id > 3", []).unwrap();
+    let h3: String = db.query_row("SELECT hash FROM entries WHERE id = 3", [], |r| r.get(0)).unwrap();
+    let mut anchor: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
+    anchor["committed"] = serde_json::json!({"entries": 3, "hash": h3});
+    anchor["pending"] = serde_json::Value::Null;
+    std::fs::write(data.join("ledger.anchor"), anchor.to_string()).unwrap();
+    db.execute("UPDATE meta SET value = ?1 WHERE key = 'verified'", [format!("3:{h3}")]).unwrap();
+    let r = run(&data, &["budget", "--verify", "--anchor", &published]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("beyond the chain's end"), "{}", r.stdout);
+}
+
+/// No noise seed (or other secret) stays in ledger.db once a result is stored:
+/// nothing that could regenerate the noise of a released answer.
+#[test]
+fn seeds_are_not_readable_from_the_ledger() {
+    let (_d, data) = dataset();
+    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--format", "json"]);
+    assert!(v["privacy"]["result_hash"].is_string());
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    let cols: Vec<String> =
+        db.prepare("SELECT name FROM pragma_table_info('entries')").unwrap().query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    assert!(!cols.iter().any(|c| c.contains("seed")), "{cols:?}");
+    let dump: String = db
+        .prepare("SELECT body FROM entries UNION ALL SELECT result FROM results UNION ALL SELECT value FROM meta")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!dump.contains("seed"), "a seed is recorded");
+}
+
+/// With --auto-bounds the privacy line, the JSON and the ledger record the
+/// bounds that were actually applied, not dpq.toml's.
+#[test]
+fn auto_bounds_are_recorded_as_used() {
+    let (_d, data) = dataset();
+    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--auto-bounds", "--format", "json", "--epsilon", "2"]);
+    let used = v["privacy"]["bounding"].as_str().unwrap().to_string();
+    let note = v["notes"].as_array().unwrap().iter().find_map(|n| n.as_str().filter(|s| s.contains("--auto-bounds")).map(str::to_string)).unwrap();
+    // the note's chosen limits are the ones stated as used
+    let chose = |what: &str| note.split(what).next().unwrap().rsplit('≤').next().unwrap().trim().to_string();
+    let (per_group, groups) = (chose(" rows per person and group"), chose(" groups per person"));
+    assert!(used.contains(&format!("≤ {per_group} row")) || used.contains(&format!("≤ {} row", chose(" rows per person,"))), "used {used}, note {note}");
+    let _ = groups;
+    // the ledger's result entry records the same
+    let log = json(&data, &["budget", "--log", "--format", "json"]);
+    let result = log["entries"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "result").unwrap().clone();
+    assert_eq!(result["params"]["bounding_used"].as_str().unwrap(), used);
+    let text = ok(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--auto-bounds", "--epsilon", "2"]);
+    assert!(text.contains(&used), "the privacy line states the bounds used: {text}");
+}
+
+/// An exported statement verifies standalone and rejects an edited number.
+#[test]
+fn the_public_statement_verifies_and_rejects_an_edited_number() {
+    let (d, data) = dataset();
+    ok(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind"]);
+    let head = ok(&data, &["budget", "--anchor"]).trim().to_string();
+    let dir = d.path().join("statement");
+    ok(&data, &["budget", "--export", dir.to_str().unwrap()]);
+    assert!(dir.join("index.html").exists());
+    let out = ok(std::path::Path::new("/nonexistent"), &["verify-statement", dir.to_str().unwrap(), "--anchor", &head]);
+    assert!(out.contains("statement verified"), "{out}");
+    let text = std::fs::read_to_string(dir.join("statement.json")).unwrap();
+    let mut s: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = s["results"][0]["result"].as_str().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    let old = v["rows"][0]["count(*)"]["value"].clone();
+    let edited = r.replacen(&format!("\"value\":{old}"), &format!("\"value\":{}", old.as_f64().unwrap() + 1000.0), 1);
+    assert_ne!(edited, r);
+    s["results"][0]["result"] = serde_json::Value::String(edited);
+    std::fs::write(dir.join("statement.json"), s.to_string()).unwrap();
+    let bad = run(std::path::Path::new("/nonexistent"), &["verify-statement", dir.to_str().unwrap()]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("was edited"), "{}", bad.stderr);
+}
+
+/// Budget changes go through `dpq budget set` (who and why); a hand edit of
+/// [budget] in dpq.toml is refused with the command to use; lowering below what
+/// is spent is refused without blocking read-only commands.
+#[test]
+fn budget_changes_go_through_the_ledger() {
+    let (_d, data) = dataset();
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "2"]);
+    let toml = std::fs::read_to_string(data.join("dpq.toml")).unwrap();
+    std::fs::write(data.join("dpq.toml"), toml.replacen("epsilon = 10.0", "epsilon = 100.0", 1)).unwrap();
+    let r = run(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("dpq budget set --epsilon 100"), "{}", r.stderr);
+    assert!(run(&data, &["budget"]).code == 0, "read-only commands still work");
+    std::fs::write(data.join("dpq.toml"), &toml).unwrap();
+    let r = run(&data, &["--as", "dora", "budget", "set", "--epsilon", "1", "--reason", "cut"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("below what was already spent"), "{}", r.stderr);
+    assert_eq!(run(&data, &["budget"]).code, 0);
+    let out = ok(&data, &["--as", "dora", "budget", "set", "--epsilon", "20", "--reason", "approved by the DPO on 2026-11-29"]);
+    assert!(out.contains("by dora"), "{out}");
+    assert!(std::fs::read_to_string(data.join("dpq.toml")).unwrap().contains("epsilon = 20"));
+    let log = ok(&data, &["budget", "--log"]);
+    assert!(log.contains("dora") && log.contains("approved by the DPO"), "{log}");
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
 }

@@ -22,7 +22,7 @@ fn golden_report_plan() {
     let want = std::fs::read_to_string(&golden).unwrap();
     assert_eq!(out, want, "report plan changed; review and regenerate with DPQ_UPDATE_GOLDEN=1");
     // planning spent nothing
-    assert_eq!(json(&data, &["budget", "--format", "json"])["spent_epsilon"], 0.0);
+    assert_eq!(json(&data, &["budget", "--format", "json"])["spent_epsilon"], "0");
 }
 
 #[test]
@@ -32,10 +32,13 @@ fn report_is_charged_once_and_its_statement_matches_the_ledger() {
     ok(&data, &["report", annual().to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
     let log = json(&data, &["budget", "--log", "--format", "json"]);
-    let entries: Vec<&serde_json::Value> = log["entries"].as_array().unwrap().iter().filter(|e| e["kind"] != "budget").collect();
-    assert_eq!(entries.len(), 1, "one ledger entry for the whole report");
+    let entries: Vec<&serde_json::Value> = log["entries"].as_array().unwrap().iter().filter(|e| e["kind"] == "report" || e["kind"] == "query").collect();
+    assert_eq!(entries.len(), 1, "one ledger charge for the whole report");
     let e = entries[0];
     assert_eq!(e["kind"], "report");
+    let result = log["entries"].as_array().unwrap().iter().find(|x| x["kind"] == "result").unwrap();
+    assert_eq!(result["charge_id"], e["id"]);
+    assert_eq!(r["privacy"]["result_hash"], result["result_hash"], "the report names the hash of its stored result");
     assert_eq!(r["privacy"]["entry"], e["id"]);
     assert_eq!(r["privacy"]["entry_hash"], e["hash"]);
     assert_eq!(r["privacy"]["epsilon"], e["epsilon"]);

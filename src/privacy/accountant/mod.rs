@@ -22,6 +22,7 @@
 //! on top of the tighter accountants. Reported totals take the minimum of the
 //! sound bounds; none can exceed basic composition.
 
+pub mod filter;
 mod pld;
 
 use serde::{Deserialize, Serialize};

@@ -665,7 +665,7 @@ fn through_the_bounded_executor() {
     w.write(&batch).unwrap();
     w.close().unwrap();
     let ds = Dataset::open(&data).unwrap();
-    let o = crate::ingest::IngestOptions { table: "adv".into(), files: vec![file], force: false, format: None, progress: false };
+    let o = crate::ingest::IngestOptions { dataset: None, table: "adv".into(), files: vec![file], force: false, format: None, progress: false };
     let s = crate::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     assert_eq!(s.table_rows, n as u64, "every adversarial row is stored");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
