@@ -101,6 +101,8 @@ pub struct TableConfig {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ColumnConfig {
+    /// The declared type (ingest enforces it; rows that do not parse are quarantined).
+    pub ty: Option<crate::ingest::schema::ColumnType>,
     pub bounds: Option<(f64, f64)>,
     pub domain: Option<DomainConfig>,
 }
@@ -178,6 +180,8 @@ struct RawTable {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawColumn {
+    #[serde(rename = "type")]
+    ty: Option<String>,
     bounds: Option<Vec<toml::Value>>,
     domain: Option<RawDomain>,
 }
@@ -188,6 +192,16 @@ struct RawDomain {
     values: Option<Vec<toml::Value>>,
     table: Option<String>,
     column: Option<String>,
+}
+
+impl TableConfig {
+    /// The declared schema (every column with its type), if the table declares one.
+    pub fn declared_schema(&self) -> Option<Vec<crate::ingest::manifest::ColumnSpec>> {
+        if self.columns.is_empty() || self.columns.values().any(|c| c.ty.is_none()) {
+            return None;
+        }
+        Some(self.columns.iter().map(|(n, c)| crate::ingest::manifest::ColumnSpec { name: n.clone(), ty: c.ty.expect("checked") }).collect())
+    }
 }
 
 impl Config {
@@ -372,7 +386,32 @@ impl Config {
                         ));
                     }
                 };
-                columns.insert(cname, ColumnConfig { bounds, domain });
+                let ty = match &rc.ty {
+                    None => None,
+                    Some(t) => Some(crate::ingest::schema::ColumnType::parse(t).ok_or_else(|| {
+                        invalid(&format!("{ckey}.type"), format!("is `{t}`, not a type dpq stores"), "use one of: int64, float64, boolean, timestamp, date, utf8")
+                    })?),
+                };
+                columns.insert(cname, ColumnConfig { ty, bounds, domain });
+            }
+            // a declared schema is all or nothing: every column the table lists has a type
+            if columns.values().any(|c| c.ty.is_some()) {
+                if let Some((c, _)) = columns.iter().find(|(_, c)| c.ty.is_none()) {
+                    return Err(invalid(
+                        &format!("{tkey}.columns.{c}.type"),
+                        "is missing while other columns of the table declare theirs".into(),
+                        "declare a type for every column of the table (type = \"int64\" | \"float64\" | \"boolean\" | \"timestamp\" | \"date\" | \"utf8\"), or for none",
+                    ));
+                }
+                if let Some(u) = &rt.privacy_unit {
+                    if !columns.contains_key(u) {
+                        return Err(invalid(
+                            &format!("{tkey}.columns.{u}"),
+                            "(the privacy unit) is not declared while the table declares its columns' types".into(),
+                            &format!("add [{tkey}.columns.{u}] with its type"),
+                        ));
+                    }
+                }
             }
             tables.insert(name, TableConfig { public: rt.public, privacy_unit: rt.privacy_unit, one_row_per_unit: rt.one_row_per_unit, columns });
         }
@@ -570,35 +609,63 @@ auto_bounds_share = 0.1    # share of ε spent choosing bounds with --auto-bound
 
 [tables.users]
 privacy_unit = "user_id"
-one_row_per_unit = true    # one row per person: grouping by its columns touches one group
+one_row_per_unit = true    # one row per person: duplicates are quarantined at ingest
+[tables.users.columns.user_id]
+type = "int64"
 [tables.users.columns.age_group]
+type = "utf8"
 domain = { values = ["00s", "90s", "80s", "70s", "55+"] }
+[tables.users.columns.signup_date]
+type = "date"
 
 [tables.messages]
 privacy_unit = "user_id"
+[tables.messages.columns.user_id]
+type = "int64"
+[tables.messages.columns.ts]
+type = "timestamp"         # declared types are enforced: rows that do not parse are quarantined
 [tables.messages.columns.length]
+type = "int64"
 bounds = [0, 2000]         # SUM/AVG/quantiles clamp message length to this range
 [tables.messages.columns.emoji]
+type = "utf8"
 domain = { table = "emoji_catalog", column = "emoji" }
 [tables.messages.columns.chat_kind]
+type = "utf8"
 domain = { values = ["private", "group"] }
 
 [tables.calls]
 privacy_unit = "user_id"
+[tables.calls.columns.user_id]
+type = "int64"
+[tables.calls.columns.ts]
+type = "timestamp"
 [tables.calls.columns.duration_s]
+type = "int64"
 bounds = [0, 7200]
 [tables.calls.columns.kind]
+type = "utf8"
 domain = { values = ["voice", "video"] }
 
 [tables.payments]
 privacy_unit = "user_id"
+[tables.payments.columns.user_id]
+type = "int64"
+[tables.payments.columns.ts]
+type = "timestamp"
 [tables.payments.columns.amount_cents]
+type = "int64"
 bounds = [0, 100000]
 [tables.payments.columns.category]
+type = "utf8"
 domain = { values = ["transfer", "red_packet", "groceries", "dining", "transport", "utilities", "shopping", "games", "healthcare"] }
 
 [tables.emoji_catalog]
 public = true              # holds no personal data: usable freely as keys
+[tables.emoji_catalog.columns.emoji]
+type = "utf8"
+[tables.emoji_catalog.columns.name]
+type = "utf8"
 "#;
 
 #[cfg(test)]

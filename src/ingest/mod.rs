@@ -150,6 +150,8 @@ pub fn ingest(data: &Path, config: &Config, opts: &IngestOptions) -> Result<Inge
             unit: tconf.privacy_unit.clone(),
             bounded: tconf.columns.iter().filter(|(_, c)| c.bounds.is_some()).map(|(n, _)| n.clone()).collect(),
             progress: opts.progress,
+            declared: tconf.declared_schema(),
+            one_row: tconf.one_row_per_unit,
         };
         let report = ingest_file(&ctx, &mut manifest, format, &hash)?;
         summary.kept += report.kept;
@@ -220,6 +222,10 @@ struct FileCtx<'a> {
     unit: Option<String>,
     bounded: Vec<String>,
     progress: bool,
+    /// The schema dpq.toml declares for the table, if it does.
+    declared: Option<Vec<ColumnSpec>>,
+    /// The table holds one row per person.
+    one_row: bool,
 }
 
 /// Per-column validation rules.
@@ -228,6 +234,9 @@ struct Rules {
     names: Vec<String>,
     unit: Option<usize>,
     bounded_float: Vec<bool>,
+    /// A one-row-per-person table: the privacy units already present (earlier
+    /// parts and earlier rows); a second row for a person is quarantined.
+    seen: Option<std::cell::RefCell<std::collections::HashSet<String>>>,
 }
 
 impl Rules {
@@ -237,6 +246,14 @@ impl Rules {
             names: schema.iter().map(|c| c.name.clone()).collect(),
             unit: ctx.unit.as_ref().and_then(|u| schema.iter().position(|c| &c.name == u)),
             bounded_float: schema.iter().map(|c| c.ty == ColumnType::Float64 && ctx.bounded.contains(&c.name)).collect(),
+            seen: None,
+        }
+    }
+    /// Record a person's row in a one-row-per-person table; false for a duplicate.
+    fn admit_unit(&self, key: String) -> bool {
+        match &self.seen {
+            Some(s) => s.borrow_mut().insert(key),
+            None => true,
         }
     }
     /// Row-level checks after parsing.
@@ -253,8 +270,56 @@ impl Rules {
                 }
             }
         }
+        if let Some(u) = self.unit {
+            if !self.admit_unit(unit_key(&row[u])) {
+                return Err(DUPLICATE_UNIT.into());
+            }
+        }
         Ok(())
     }
+}
+
+const DUPLICATE_UNIT: &str = "a second row for this person in a one-row-per-person table (one_row_per_unit = true)";
+
+/// A privacy unit's identity as text (for duplicate detection).
+fn unit_key(v: &Value) -> String {
+    match v {
+        Value::Int(i) => format!("i{i}"),
+        Value::Str(s) => format!("s{s}"),
+        Value::Float(f) => format!("f{f}"),
+        Value::Bool(b) => format!("b{b}"),
+        Value::Ts(t) => format!("t{t}"),
+        Value::Date(d) => format!("d{d}"),
+        Value::Null => "null".into(),
+    }
+}
+
+/// The privacy units already stored in a table (for one-row-per-person tables).
+fn existing_units(data: &Path, manifest: &Manifest, unit: &str) -> Result<std::collections::HashSet<String>, IngestError> {
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::parquet::arrow::ProjectionMask;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut out = std::collections::HashSet::new();
+    let Some(ci) = manifest.schema.iter().position(|c| c.name == unit) else { return Ok(out) };
+    for p in &manifest.parts {
+        let path = table_dir(data, &manifest.table).join(&p.file);
+        let bad = |e: String| IngestError::BadFile { path: path.display().to_string(), message: e };
+        let f = File::open(&path).map_err(|e| bad(e.to_string()))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| bad(e.to_string()))?;
+        let mask = ProjectionMask::roots(b.parquet_schema(), [ci]);
+        for batch in b.with_projection(mask).build().map_err(|e| bad(e.to_string()))? {
+            let batch = batch.map_err(|e| bad(e.to_string()))?;
+            let col = batch.column(0);
+            if let Some(a) = col.as_any().downcast_ref::<Int64Array>() {
+                out.extend(a.iter().flatten().map(|v| format!("i{v}")));
+            } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+                out.extend(a.iter().flatten().map(|v| format!("s{v}")));
+            } else if let Some(a) = col.as_string_view_opt() {
+                out.extend(a.iter().flatten().map(|v| format!("s{v}")));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Collects rejected rows into `quarantine/TABLE/ingest-N-<file>.jsonl`.
@@ -363,8 +428,28 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
     let size = fs::metadata(ctx.path).map(|m| m.len()).unwrap_or(0);
     let bar = crate::cli::progress::bytes_bar(ctx.progress, size, &format!("ingesting {}", file_label(ctx.path)));
 
-    // Work out the schema (recorded, or inferred from this file).
-    let schema_cols: Vec<ColumnSpec> = if manifest.schema.is_empty() {
+    // Work out the schema: declared in dpq.toml (enforced, never widened), else
+    // recorded by the first ingest, else inferred from this file.
+    if let (Some(d), false) = (&ctx.declared, manifest.schema.is_empty()) {
+        let mut want = d.clone();
+        let mut have = manifest.schema.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        have.sort_by(|a, b| a.name.cmp(&b.name));
+        if want != have {
+            return Err(IngestError::SchemaMismatch {
+                path: path_s,
+                table: ctx.table.into(),
+                message: format!(
+                    "the table's stored columns ({}) differ from the types dpq.toml declares ({})\n  hint: the data was ingested before the declaration; declare the stored types, or ingest into a new dataset",
+                    have.iter().map(|c| format!("{} {}", c.name, c.ty.name())).collect::<Vec<_>>().join(", "),
+                    want.iter().map(|c| format!("{} {}", c.name, c.ty.name())).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    let schema_cols: Vec<ColumnSpec> = if let (Some(d), true) = (&ctx.declared, manifest.schema.is_empty()) {
+        d.clone()
+    } else if manifest.schema.is_empty() {
         let inferred = match format {
             FileFormat::Csv => infer_csv(ctx.path)?,
             FileFormat::Jsonl => infer_jsonl(ctx.path)?,
@@ -383,7 +468,12 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
     } else {
         manifest.schema.clone()
     };
-    let rules = Rules::new(&schema_cols, ctx);
+    let mut rules = Rules::new(&schema_cols, ctx);
+    if ctx.one_row {
+        if let Some(u) = &ctx.unit {
+            rules.seen = Some(std::cell::RefCell::new(existing_units(ctx.data, manifest, u)?));
+        }
+    }
     let arrow_schema = schema::arrow_schema(&schema_cols);
 
     let (tx, rx) = sync_channel::<RecordBatch>(4);
@@ -849,6 +939,16 @@ fn read_parquet(
                         reason[i] = Some("missing privacy unit".into());
                     }
                 }
+                if rules.seen.is_some() {
+                    let fmt = ArrayFormatter::try_new(src.as_ref(), &FormatOptions::default()).expect("formatter");
+                    let prefix = if rules.types[ci] == ColumnType::Int64 { "i" } else { "s" };
+                    for i in 0..n {
+                        if keep[i] && !rules.admit_unit(format!("{prefix}{}", fmt.value(i))) {
+                            keep[i] = false;
+                            reason[i] = Some(DUPLICATE_UNIT.into());
+                        }
+                    }
+                }
             }
             if rules.bounded_float[ci] {
                 let fa = src.as_any().downcast_ref::<Float64Array>().expect("float column");
@@ -892,7 +992,7 @@ fn read_parquet(
 /// dry runs. `unit` names the privacy-unit column, `bounded` the bounded columns.
 pub fn check_bytes(bytes: &[u8], format: FileFormat, schema: &[ColumnSpec], unit: Option<&str>, bounded: &[String]) -> Result<(u64, u64), IngestError> {
     let path = Path::new("<memory>");
-    let ctx = FileCtx { data: path, table: "fuzz", path, unit: unit.map(|u| u.to_string()), bounded: bounded.to_vec(), progress: false };
+    let ctx = FileCtx { data: path, table: "fuzz", path, unit: unit.map(|u| u.to_string()), bounded: bounded.to_vec(), progress: false, declared: None, one_row: false };
     let rules = Rules::new(schema, &ctx);
     let arrow = schema::arrow_schema(schema);
     let mut q = Quarantine::new(path, "fuzz", 0, path);

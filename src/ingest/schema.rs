@@ -41,6 +41,19 @@ impl ColumnType {
             ColumnType::Utf8 => DataType::Utf8,
         }
     }
+    /// The type named in dpq.toml (`type = "…"`).
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "int64" | "int" | "integer" | "bigint" => ColumnType::Int64,
+            "float64" | "float" | "double" => ColumnType::Float64,
+            "boolean" | "bool" => ColumnType::Boolean,
+            "timestamp" => ColumnType::Timestamp,
+            "date" => ColumnType::Date,
+            "utf8" | "text" | "string" | "varchar" => ColumnType::Utf8,
+            _ => return None,
+        })
+    }
+
     /// The dpq type an Arrow type is stored as, if supported.
     pub fn from_arrow(t: &DataType) -> Option<ColumnType> {
         Some(match t {
@@ -138,11 +151,18 @@ pub fn infer_text(samples: &[&str]) -> ColumnType {
         return ColumnType::Utf8;
     }
     for ty in [ColumnType::Int64, ColumnType::Float64, ColumnType::Boolean, ColumnType::Timestamp, ColumnType::Date] {
-        if non_empty.iter().all(|s| parse_text(s, ty).is_ok()) {
+        if mostly(non_empty.iter().filter(|s| parse_text(s, ty).is_err()).count(), non_empty.len()) {
             return ty;
         }
     }
     ColumnType::Utf8
+}
+
+/// Whether `failures` of `n` samples are few enough to keep a type (the failing
+/// rows are then quarantined): at most 1 % (at least one), and under half. One
+/// bad value no longer turns a timestamp column into text.
+fn mostly(failures: usize, n: usize) -> bool {
+    failures <= (n / 100).max(1) && failures * 2 < n || failures == 0
 }
 
 pub fn infer_json(samples: &[&serde_json::Value]) -> ColumnType {
@@ -151,17 +171,18 @@ pub fn infer_json(samples: &[&serde_json::Value]) -> ColumnType {
     if non_null.is_empty() {
         return ColumnType::Utf8;
     }
-    if non_null.iter().all(|v| v.is_i64()) {
+    let n = non_null.len();
+    if mostly(non_null.iter().filter(|v| !v.is_i64()).count(), n) {
         return ColumnType::Int64;
     }
-    if non_null.iter().all(|v| v.is_number()) {
+    if mostly(non_null.iter().filter(|v| !v.is_number()).count(), n) {
         return ColumnType::Float64;
     }
-    if non_null.iter().all(|v| v.is_boolean()) {
+    if mostly(non_null.iter().filter(|v| !v.is_boolean()).count(), n) {
         return ColumnType::Boolean;
     }
-    if non_null.iter().all(|v| v.is_string()) {
-        let strs: Vec<&str> = non_null.iter().map(|v| v.as_str().unwrap()).collect();
+    if mostly(non_null.iter().filter(|v| !v.is_string()).count(), n) {
+        let strs: Vec<&str> = non_null.iter().filter_map(|v| v.as_str()).collect();
         return match infer_text(&strs) {
             ColumnType::Timestamp => ColumnType::Timestamp,
             ColumnType::Date => ColumnType::Date,
