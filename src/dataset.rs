@@ -83,6 +83,7 @@ impl Dataset {
             tables,
             config_budget: (self.config.budget.epsilon, self.config.budget.delta),
             config_file: self.config.file.display().to_string(),
+            policy: self.config.tables.iter().map(|(n, t)| (n.clone(), (t.public, t.privacy_unit.clone(), t.one_row_per_unit))).collect(),
         })
     }
 

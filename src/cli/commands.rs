@@ -61,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
                 let engine = open_engine(&ds, mem, &privacy.engine).await?;
                 let prepared = engine.prepare(&sql, &params).await?;
                 let mut ledger = ds.ledger(&analyst)?;
+                ledger.ensure_current()?;
                 let spinner = super::progress::spinner(super::progress::wanted(), "running the DP query");
                 let r = engine.run(&prepared, &mut ledger, fresh, &caller).await;
                 spinner.finish_and_clear();
@@ -87,8 +88,19 @@ pub fn run(args: Args) -> Result<()> {
         Command::Budget { action, log, from, limit, verify, anchor, by_analyst, export, format } => {
             let ds = Dataset::open(&data)?;
             let mut ledger = ds.ledger(&analyst)?;
-            if let Some(super::BudgetAction::Set { epsilon, delta, reason, accountant }) = action {
-                return budget_set(&ds, &mut ledger, &analyst, &epsilon, delta.as_deref(), &reason, accountant);
+            match action {
+                Some(super::BudgetAction::Set { epsilon, delta, reason, accountant }) => {
+                    return budget_set(&ds, &mut ledger, &analyst, &epsilon, delta.as_deref(), &reason, accountant);
+                }
+                Some(super::BudgetAction::AcceptConfig { reason }) => {
+                    if reason.trim().is_empty() {
+                        return Err(UsageError("--reason must say why the privacy settings changed".into()).into());
+                    }
+                    let st = ledger.accept_policy(&reason, &analyst)?;
+                    println!("recorded dpq.toml's privacy settings as ledger entry {} by {analyst}: {reason}", st.entries);
+                    return Ok(());
+                }
+                None => {}
             }
             if verify {
                 let want: Option<crate::ledger::anchor::Head> = match anchor.as_deref() {
@@ -120,6 +132,9 @@ pub fn run(args: Args) -> Result<()> {
                 return Ok(());
             }
             let status = ledger.status()?;
+            if let Some(problem) = ledger.health() {
+                eprintln!("WARNING: {problem}\n");
+            }
             if by_analyst {
                 print!("{}", output::render_by_analyst(&status, &ledger.by_analyst()?, format));
                 return Ok(());
@@ -159,6 +174,7 @@ pub fn run(args: Args) -> Result<()> {
             runtime()?.block_on(async {
                 let engine = open_engine(&ds, None, "local").await?;
                 let mut ledger = ds.ledger(&analyst)?;
+                ledger.ensure_current()?;
                 let remaining = ledger.status()?.remaining_epsilon().to_f64();
                 let p = crate::report::plan(&engine, &ds, &spec, remaining).await?;
                 if plan {
@@ -346,6 +362,12 @@ fn budget_set(
         Some(super::AccountantArg::Zcdp) => Rule::Zcdp,
         None => current.rule,
     };
+    // dpq.toml must be able to say the new budget before the ledger records it
+    let text = crate::config::budget_text(&ds.config.file, eps, delta)?;
+    let parsed = crate::config::Config::parse(&text, &ds.config.file)?;
+    if parsed.budget.epsilon != eps || parsed.budget.delta != delta {
+        return Err(UsageError(format!("ε={eps}, δ={delta} cannot be written to dpq.toml exactly")).into());
+    }
     let st = ledger.set_budget(Budget { epsilon: eps, delta, rule }, reason, analyst, &ds.config.file.display().to_string())?;
     crate::config::write_budget(&ds.config.file, eps, delta)?;
     println!(

@@ -176,6 +176,13 @@ pub enum BudgetAction {
         #[arg(long, value_enum)]
         accountant: Option<AccountantArg>,
     },
+    /// Record dpq.toml's current privacy settings (public tables, privacy units,
+    /// one row per person) after an intended change: records who and why.
+    AcceptConfig {
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -277,7 +277,16 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
                         }
                         let (eps, del) =
                             if crate::ledger::is_charge(&e.kind) { (e.epsilon.to_string(), e.delta.to_string()) } else { (String::new(), String::new()) };
-                        vec![e.id.to_string(), e.time.clone(), e.analyst.clone(), e.kind.clone(), eps, del, mech(e), t]
+                        vec![
+                            e.id.to_string(),
+                            e.time.clone(),
+                            crate::ledger::printable(&e.analyst),
+                            e.kind.clone(),
+                            eps,
+                            del,
+                            mech(e),
+                            crate::ledger::printable(&t),
+                        ]
                     })
                     .collect();
                 out.push_str(&table(&headers, &rows));

@@ -389,7 +389,11 @@ impl Config {
                 let ty = match &rc.ty {
                     None => None,
                     Some(t) => Some(crate::ingest::schema::ColumnType::parse(t).ok_or_else(|| {
-                        invalid(&format!("{ckey}.type"), format!("is `{t}`, not a type dpq stores"), "use one of: int64, float64, boolean, timestamp, date, utf8")
+                        invalid(
+                            &format!("{ckey}.type"),
+                            format!("is `{t}`, not a type dpq stores"),
+                            "use one of: int64, float64, boolean, timestamp, date, utf8",
+                        )
                     })?),
                 };
                 columns.insert(cname, ColumnConfig { ty, bounds, domain });
@@ -492,11 +496,13 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
     out
 }
 
-/// Rewrite the `epsilon` and `delta` lines of dpq.toml's [budget] section in
-/// place (comments and everything else untouched), atomically.
-pub fn write_budget(file: &Path, epsilon: Amount, delta: Amount) -> Result<(), ConfigError> {
+/// dpq.toml's text with the `epsilon` and `delta` lines of [budget] replaced
+/// (comments and everything else untouched; amounts as exact decimal strings),
+/// checked to parse and to say exactly what was asked. Nothing is written.
+pub fn budget_text(file: &Path, epsilon: Amount, delta: Amount) -> Result<String, ConfigError> {
     let io = |source| ConfigError::Io { file: file.display().to_string(), source };
     let text = std::fs::read_to_string(file).map_err(io)?;
+    let (epsilon, delta) = (format!("\"{epsilon}\""), format!("\"{delta}\""));
     let mut out = String::new();
     let (mut in_budget, mut seen_e, mut seen_d) = (false, false, false);
     for line in text.lines() {
@@ -539,6 +545,13 @@ pub fn write_budget(file: &Path, epsilon: Amount, delta: Amount) -> Result<(), C
             out.push_str(&format!("delta = {delta}\n"));
         }
     }
+    Ok(out)
+}
+
+/// Write dpq.toml's [budget] (see [`budget_text`]), atomically.
+pub fn write_budget(file: &Path, epsilon: Amount, delta: Amount) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io { file: file.display().to_string(), source };
+    let out = budget_text(file, epsilon, delta)?;
     // the rewrite must still parse and say what was asked
     let parsed = Config::parse(&out, file)?;
     if parsed.budget.epsilon != epsilon || parsed.budget.delta != delta {

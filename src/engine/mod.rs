@@ -119,6 +119,7 @@ impl Engine {
                     data_version: data_version.clone(),
                     analyst: caller.analyst.clone(),
                     quota: caller.quota,
+                    fresh,
                 };
                 let released = protocol::release(ledger, request, fresh, |charge| async move {
                     let mut r = self.compute(query, cal, crate::privacy::samplers::fresh_seed()).await?;

@@ -52,6 +52,15 @@ pub struct Anchor {
     pub dataset: String,
     pub committed: Head,
     pub pending: Option<Head>,
+    /// The head up to which the chain was last verified (incremental
+    /// verification starts after it). Kept here, not in the database, so that
+    /// editing the database cannot move it.
+    #[serde(default)]
+    pub verified: Option<Head>,
+    /// Set when a verification failed: the ledger admits nothing until it is
+    /// restored from a backup (a sticky fail-closed state).
+    #[serde(default)]
+    pub broken: Option<String>,
 }
 
 pub const FORMAT: &str = "dpq-anchor-1";
@@ -90,12 +99,19 @@ pub fn write(ledger: &Path, a: &Anchor) -> std::io::Result<()> {
 }
 
 /// The writers' lock: held from before a transaction begins until the anchor
-/// records its commit. Released when dropped.
+/// records its commit. Readers take it shared, so that they see the database
+/// and the anchor of the same commit. Released when dropped.
 pub struct WriteLock(File);
 
 pub fn lock(ledger: &Path) -> std::io::Result<WriteLock> {
     let f = OpenOptions::new().create(true).truncate(false).write(true).open(ledger.with_file_name("ledger.lock"))?;
     f.lock()?;
+    Ok(WriteLock(f))
+}
+
+pub fn lock_shared(ledger: &Path) -> std::io::Result<WriteLock> {
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(ledger.with_file_name("ledger.lock"))?;
+    f.lock_shared()?;
     Ok(WriteLock(f))
 }
 

@@ -88,6 +88,14 @@ pub enum LedgerError {
     Malformed { id: i64, message: String },
     #[error("cannot write {path}: {message}")]
     Io { path: String, message: String },
+    #[error(
+        "{config}: the privacy settings of the tables (public flags, privacy units, one-row-per-person) differ from the ones the ledger recorded ({what})\n  a change of what is private changes what every later answer means, so it is recorded like a budget change\n  fix: restore dpq.toml, or record the change: dpq budget accept-config --reason \"…\""
+    )]
+    PolicyDrift { config: String, what: String },
+    #[error("this query was charged meanwhile by another process (ledger entry {entry}); its answer is replayed")]
+    AlreadyCharged { entry: i64 },
+    #[error("internal error in dpq's ledger (a bug; please report it): {0}")]
+    Internal(String),
 }
 
 type Result<T, E = LedgerError> = std::result::Result<T, E>;
@@ -109,6 +117,9 @@ pub struct ChargeRequest {
     pub analyst: String,
     /// The analyst's quota (ε, δ under basic composition), if they have one.
     pub quota: Option<(Amount, Amount)>,
+    /// Draw new noise even if the key was charged before (`--fresh`).
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// One ledger entry: everything in it is covered by its hash.
@@ -139,9 +150,14 @@ pub struct Entry {
     /// The budget in force and the running totals after this entry.
     pub budget: Budget,
     pub totals: Totals,
-    /// This analyst's running totals after this entry (charges only).
+    /// Every analyst's running totals after this entry (admission of quotas
+    /// and `--by-analyst` read the head only).
     #[serde(default)]
-    pub analyst_totals: Option<Totals>,
+    pub analysts: std::collections::BTreeMap<String, Totals>,
+    /// SHA-256 of the privacy policy in force (which tables are private, their
+    /// units, one row per person).
+    #[serde(default)]
+    pub policy: String,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,
@@ -239,11 +255,38 @@ pub struct VerifyReport {
     pub head: Option<Head>,
 }
 
+/// The dataset facts the ledger is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    /// Tables holding data, with the dataset id their manifests record (if any).
+    pub tables: Vec<(String, Option<String>)>,
+    /// dpq.toml's [budget] (used once, to create the ledger) and the file's name.
+    pub config_budget: (Amount, Amount),
+    pub config_file: String,
+    /// dpq.toml's privacy policy: per table, (public, privacy unit, one row per unit).
+    pub policy: std::collections::BTreeMap<String, (bool, Option<String>, bool)>,
+}
+
+impl Binding {
+    /// The policy as canonical JSON and its SHA-256.
+    pub fn policy_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.policy
+                .iter()
+                .map(|(t, (public, unit, one))| (t.clone(), serde_json::json!({ "public": public, "privacy_unit": unit, "one_row_per_unit": one })))
+                .collect(),
+        )
+    }
+    pub fn policy_hash(&self) -> String {
+        sha256_hex(&[self.policy_json().to_string().as_bytes()])
+    }
+}
+
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     dataset: String,
-    config_drift: Option<LedgerError>,
+    binding: Binding,
 }
 
 fn now() -> String {
@@ -262,32 +305,26 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, val
         hash TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS entries_key ON entries(query_key);
      CREATE INDEX IF NOT EXISTS entries_charge ON entries(charge_id);
-     CREATE INDEX IF NOT EXISTS entries_analyst ON entries(analyst, id);
      CREATE TABLE IF NOT EXISTS results (charge_id INTEGER PRIMARY KEY, result TEXT NOT NULL);";
 
-/// The dataset facts the ledger is checked against.
-#[derive(Debug, Clone)]
-pub struct Binding {
-    /// Tables holding data, with the dataset id their manifests record (if any).
-    pub tables: Vec<(String, Option<String>)>,
-    /// dpq.toml's [budget] (used once, to create the ledger) and the file's name.
-    pub config_budget: (Amount, Amount),
-    pub config_file: String,
+const ENTRY_COLUMNS: &str = "id, kind, analyst, query_key, charge_id, body, prev_hash, hash";
+
+fn io_err(p: &Path, e: std::io::Error) -> LedgerError {
+    LedgerError::Io { path: p.display().to_string(), message: e.to_string() }
 }
 
 impl Ledger {
     /// Open the ledger of a dataset, creating it (with its genesis entry) only
-    /// when the dataset holds no data yet.
+    /// when the dataset holds no data yet. Checks that it is this dataset's
+    /// ledger; the chain itself is checked by every charge and replay.
     pub fn open(path: &Path, binding: &Binding, analyst: &str) -> Result<Ledger> {
-        let empty = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
-        if empty {
+        if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true) {
             if !binding.tables.is_empty() {
                 return Err(LedgerError::Missing {
                     path: path.display().to_string(),
                     tables: binding.tables.iter().map(|t| t.0.clone()).collect::<Vec<_>>().join(", "),
                 });
             }
-            let _ = std::fs::remove_file(path);
             Ledger::create(path, binding, analyst)?;
         }
         let conn = Ledger::connect(path)?;
@@ -303,34 +340,27 @@ impl Ledger {
                 return Err(LedgerError::Broken { problem: format!("{} has no ledger in it (no format record)", path.display()) });
             }
         }
-        let dataset: String = conn
-            .query_row("SELECT value FROM meta WHERE key = 'dataset'", [], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| LedgerError::Broken { problem: "the ledger records no dataset id".into() })?;
-        for (table, id) in &binding.tables {
-            if let Some(id) = id {
-                if id != &dataset {
-                    let _ = table;
-                    return Err(LedgerError::Foreign { path: path.display().to_string(), ledger: dataset, dataset: id.clone() });
+        // the dataset's identity comes from the hashed genesis entry, and everything else must agree
+        let genesis = Ledger::entry_at(&conn, 1)?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no genesis entry".into() })?;
+        let dataset = genesis.params.get("dataset").and_then(|d| d.as_str()).unwrap_or_default().to_string();
+        let meta: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'dataset'", [], |r| r.get(0)).optional()?;
+        if genesis.kind != "genesis" || dataset.is_empty() || meta.as_deref() != Some(dataset.as_str()) {
+            return Err(LedgerError::Broken { problem: "the ledger's dataset id was edited (its genesis entry and its records disagree)".into() });
+        }
+        for (_, id) in &binding.tables {
+            match id {
+                Some(id) if id == &dataset => {}
+                Some(id) => return Err(LedgerError::Foreign { path: path.display().to_string(), ledger: dataset, dataset: id.clone() }),
+                None => {
+                    return Err(LedgerError::Foreign {
+                        path: path.display().to_string(),
+                        ledger: dataset,
+                        dataset: "no id (a manifest that does not name its dataset)".into(),
+                    });
                 }
             }
         }
-        let mut l = Ledger { conn, path: path.to_path_buf(), dataset, config_drift: None };
-        // a hand edit of [budget] is refused for charges (read-only commands still work)
-        let head = l.head_entry()?;
-        if let Some(h) = head {
-            let (ce, cd) = binding.config_budget;
-            if (ce, cd) != (h.budget.epsilon, h.budget.delta) {
-                l.config_drift = Some(LedgerError::ConfigDrift {
-                    config: binding.config_file.clone(),
-                    config_eps: ce,
-                    config_delta: cd,
-                    ledger_eps: h.budget.epsilon,
-                    ledger_delta: h.budget.delta,
-                });
-            }
-        }
-        Ok(l)
+        Ok(Ledger { conn, path: path.to_path_buf(), dataset, binding: binding.clone() })
     }
 
     fn connect(path: &Path) -> Result<Connection> {
@@ -339,15 +369,19 @@ impl Ledger {
         conn.busy_timeout(Duration::from_secs(60)).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        // (SQLite's own integrity check reads the whole file: `verify` runs it, not every open)
+        // (SQLite's whole-file integrity check is part of `verify`, not of every open)
         Ok(conn)
     }
 
-    /// A new ledger with its genesis entry (a new dataset id and the configured budget).
+    /// A new ledger with its genesis entry (a new dataset id, the configured
+    /// budget and privacy policy), under the writers' lock.
     fn create(path: &Path, binding: &Binding, analyst: &str) -> Result<()> {
-        let _lock = anchor::lock(path).map_err(|e| LedgerError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        let _lock = anchor::lock(path).map_err(|e| io_err(path, e))?;
         if std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
             return Ok(()); // another process created it meanwhile
+        }
+        for leftover in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
+            let _ = std::fs::remove_file(path.with_file_name(leftover));
         }
         let mut conn = Ledger::connect(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -367,23 +401,29 @@ impl Ledger {
             epsilon: Amount::ZERO,
             delta: Amount::ZERO,
             releases: vec![],
-            params: serde_json::json!({ "dataset": dataset, "format": FORMAT, "source": binding.config_file }),
+            params: serde_json::json!({ "dataset": dataset, "format": FORMAT, "source": binding.config_file, "policy": binding.policy_json() }),
             data_version: None,
             charge_id: None,
             result_hash: None,
             budget,
             totals: Totals::default(),
-            analyst_totals: None,
+            analysts: Default::default(),
+            policy: binding.policy_hash(),
             prev_hash: GENESIS_PREV.into(),
             hash: String::new(),
         };
         let head = insert(&tx, genesis)?;
-        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('verified', ?1)", params![head.to_string()])?;
-        let a = Anchor { format: anchor::FORMAT.into(), dataset: dataset.clone(), committed: head.clone(), pending: Some(head.clone()) };
-        anchor::write(path, &a).map_err(|e| LedgerError::Io { path: anchor::path(path).display().to_string(), message: e.to_string() })?;
+        let a = Anchor {
+            format: anchor::FORMAT.into(),
+            dataset: dataset.clone(),
+            committed: head.clone(),
+            pending: Some(head.clone()),
+            verified: None,
+            broken: None,
+        };
+        anchor::write(path, &a).map_err(|e| io_err(&anchor::path(path), e))?;
         tx.commit()?;
-        anchor::write(path, &Anchor { pending: None, ..a })
-            .map_err(|e| LedgerError::Io { path: anchor::path(path).display().to_string(), message: e.to_string() })?;
+        anchor::write(path, &Anchor { pending: None, verified: Some(head.clone()), ..a }).map_err(|e| io_err(&anchor::path(path), e))?;
         Ok(())
     }
 
@@ -395,105 +435,164 @@ impl Ledger {
         &self.dataset
     }
 
-    fn head_entry_in(conn: &Connection) -> Result<Option<Entry>> {
-        let row: Option<(i64, String, String, String)> = conn
-            .query_row("SELECT id, body, prev_hash, hash FROM entries ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .optional()?;
-        row.map(|(id, body, prev, hash)| parse_entry(id, &body, &prev, &hash)).transpose()
-    }
-
-    fn head_entry(&self) -> Result<Option<Entry>> {
-        Ledger::head_entry_in(&self.conn)
-    }
-
-    /// Check the chain from the last verified head to the current one, and the
-    /// head against the anchor. Cheap: only the entries since the last check.
-    fn check(conn: &Connection, path: &Path) -> Result<Entry> {
-        let head = Ledger::head_entry_in(conn)?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries (no genesis)".into() })?;
-        let h = Head { entries: head.id, hash: head.hash.clone() };
-        if head.id != count(conn)? {
-            return Err(LedgerError::Broken { problem: format!("the chain has gaps: its last entry is {} but it holds {} entries", head.id, count(conn)?) });
-        }
-        match anchor::read(path).map_err(|problem| LedgerError::Broken { problem })? {
-            None => return Err(LedgerError::Broken { problem: format!("{} is missing (the head is anchored there)", anchor::path(path).display()) }),
-            Some(a) => {
-                if a.committed != h && a.pending.as_ref() != Some(&h) {
-                    return Err(LedgerError::Broken {
-                        problem: format!(
-                            "the chain ends at entry {} but ledger.anchor records {}: entries were deleted, added or rewritten outside dpq",
-                            h.entries, a.committed
-                        ),
-                    });
-                }
-            }
-        }
-        let verified: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'verified'", [], |r| r.get(0)).optional()?;
-        let from: Head = verified.and_then(|v| v.parse().ok()).unwrap_or(Head { entries: 0, hash: GENESIS_PREV.into() });
-        if from.entries > h.entries {
-            return Err(LedgerError::Broken { problem: format!("the ledger was verified up to entry {} but now ends at {}", from.entries, h.entries) });
-        }
-        let mut prev = Ledger::entry_at(conn, from.entries)?;
-        if let Some(p) = &prev {
-            if p.hash != from.hash {
-                return Err(LedgerError::Broken { problem: format!("entry {} changed after it was verified", from.entries) });
-            }
-        }
-        let mut st = conn.prepare("SELECT id, kind, analyst, query_key, charge_id, body, prev_hash, hash FROM entries WHERE id > ?1 ORDER BY id")?;
-        let rows = st.query_map(params![from.entries], row_tuple)?;
-        for row in rows {
-            let e = check_row(row?, prev.as_ref())?;
-            prev = Some(e);
-        }
-        Ok(head)
-    }
-
     fn entry_at(conn: &Connection, id: i64) -> Result<Option<Entry>> {
         if id == 0 {
             return Ok(None);
         }
-        let row = conn
-            .query_row("SELECT id, kind, analyst, query_key, charge_id, body, prev_hash, hash FROM entries WHERE id = ?1", params![id], row_tuple)
-            .optional()?;
-        match row {
-            Some(r) => Ok(Some(parse_entry(r.0, &r.5, &r.6, &r.7)?)),
-            None => Err(LedgerError::Broken { problem: format!("entry {id} is missing") }),
+        let row = conn.query_row(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?1"), params![id], row_tuple).optional()?;
+        row.map(checked_entry).transpose()
+    }
+
+    fn head_entry_in(conn: &Connection) -> Result<Option<Entry>> {
+        let row = conn.query_row(&format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id DESC LIMIT 1"), [], row_tuple).optional()?;
+        row.map(checked_entry).transpose()
+    }
+
+    /// Check the ledger for a decision, in one snapshot: the anchor (the head,
+    /// the dataset, the sticky broken flag), the head entry's own hash, and the
+    /// chain from the anchored verification point to the head. Cheap: only the
+    /// entries appended since the last verification are read.
+    fn check(conn: &Connection, path: &Path, dataset: &str) -> Result<(Entry, Anchor)> {
+        let a = match anchor::read(path).map_err(|problem| LedgerError::Broken { problem })? {
+            None => return Err(LedgerError::Broken { problem: format!("{} is missing (the head is anchored there)", anchor::path(path).display()) }),
+            Some(a) => a,
+        };
+        if let Some(b) = &a.broken {
+            return Err(LedgerError::Broken { problem: format!("{b} (recorded when it was found; restore ledger.db and ledger.anchor from a backup)") });
+        }
+        if a.dataset != dataset {
+            return Err(LedgerError::Broken { problem: "ledger.anchor belongs to another dataset".into() });
+        }
+        let head = Ledger::head_entry_in(conn)?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries (no genesis)".into() })?;
+        let h = Head { entries: head.id, hash: head.hash.clone() };
+        if a.committed != h && a.pending.as_ref() != Some(&h) {
+            return Err(LedgerError::Broken {
+                problem: format!(
+                    "the chain ends at entry {} but ledger.anchor records {}: entries were deleted, added or rewritten outside dpq",
+                    h.entries, a.committed
+                ),
+            });
+        }
+        let from = a.verified.clone().unwrap_or(Head { entries: 1, hash: String::new() });
+        if from.entries > h.entries {
+            return Err(LedgerError::Broken { problem: format!("the ledger was verified up to entry {} but now ends at {}", from.entries, h.entries) });
+        }
+        let start = Ledger::entry_at(conn, from.entries)?.ok_or_else(|| LedgerError::Broken { problem: format!("entry {} is missing", from.entries) })?;
+        if !from.hash.is_empty() && start.hash != from.hash {
+            return Err(LedgerError::Broken { problem: format!("entry {} changed after it was verified", from.entries) });
+        }
+        Ledger::walk(conn, start, h.entries, |_| {})?;
+        Ok((head, a))
+    }
+
+    /// Check every entry after `start` up to entry `to`: hashes, links, index
+    /// columns, running totals; `f` sees each checked entry.
+    fn walk(conn: &Connection, start: Entry, to: i64, mut f: impl FnMut(&Entry)) -> Result<()> {
+        let mut st = conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
+        let rows = st.query_map(params![start.id, to], row_tuple)?;
+        let mut prev = start;
+        for row in rows {
+            let e = check_row(row?, Some(&prev))?;
+            f(&e);
+            prev = e;
+        }
+        if prev.id != to {
+            return Err(LedgerError::Broken { problem: format!("entry {} is missing (deleted)", prev.id + 1) });
+        }
+        Ok(())
+    }
+
+    /// Run `f` on one consistent snapshot (shared writers' lock, one read transaction).
+    fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let _lock = anchor::lock_shared(&self.path).map_err(|e| io_err(&self.path, e))?;
+        let tx = self.conn.unchecked_transaction()?;
+        let out = f(&tx);
+        drop(tx);
+        out
+    }
+
+    /// Record that the ledger failed a check: it admits nothing until restored.
+    fn mark_broken(&self, problem: &str) {
+        if let Ok(_lock) = anchor::lock(&self.path) {
+            if let Ok(Some(mut a)) = anchor::read(&self.path) {
+                if a.broken.is_none() {
+                    a.broken = Some(problem.to_string());
+                    let _ = anchor::write(&self.path, &a);
+                }
+            }
         }
     }
 
-    /// Append entries built from the current head, atomically, under the writers'
-    /// lock; the anchor records the new head. `f` sees the verified head.
+    /// `r`, with a verification failure made sticky.
+    fn sticky<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(LedgerError::Broken { problem }) = &r {
+            if !problem.contains("recorded when it was found") {
+                self.mark_broken(problem);
+            }
+        }
+        r
+    }
+
+    /// Append entries built from the current (checked) head, atomically, under
+    /// the writers' lock; the anchor records the new head and verification point.
     fn append<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>, &Entry) -> Result<(Vec<Entry>, T)>) -> Result<T> {
-        let io = |p: &Path, e: std::io::Error| LedgerError::Io { path: p.display().to_string(), message: e.to_string() };
-        let _lock = anchor::lock(&self.path).map_err(|e| io(&self.path, e))?;
+        self.append_returning_head(f).map(|(out, _)| out)
+    }
+
+    /// [`Ledger::append`], also returning the last entry it appended (the
+    /// head as of this commit, whatever other writers do next).
+    fn append_returning_head<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>, &Entry) -> Result<(Vec<Entry>, T)>) -> Result<(T, Option<Entry>)> {
+        let lock = anchor::lock(&self.path).map_err(|e| io_err(&self.path, e))?;
         let path = self.path.clone();
         let dataset = self.dataset.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head = Ledger::check(&tx, &path)?;
+        let checked = Ledger::check(&tx, &path, &dataset);
+        let (head, a) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                drop(tx);
+                drop(lock);
+                return self.sticky(Err(e));
+            }
+        };
         let old = Head { entries: head.id, hash: head.hash.clone() };
         let (new, out) = f(&tx, &head)?;
         if new.is_empty() {
-            return Ok(out);
+            return Ok((out, None));
         }
         let mut last = old.clone();
-        let mut prev_hash = head.hash.clone();
+        let mut prev = head.clone();
         for (i, mut e) in new.into_iter().enumerate() {
             e.id = head.id + 1 + i as i64;
-            e.prev_hash = prev_hash.clone();
-            last = insert(&tx, e)?;
-            prev_hash = last.hash.clone();
+            e.prev_hash = prev.hash.clone();
+            last = insert(&tx, e.clone())?;
+            e.hash = last.hash.clone();
+            prev = e;
         }
-        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('verified', ?1)", params![last.to_string()])?;
-        let a = Anchor { format: anchor::FORMAT.into(), dataset, committed: old, pending: Some(last.clone()) };
-        anchor::write(&path, &a).map_err(|e| io(&anchor::path(&path), e))?;
+        let pending = Anchor { committed: old, pending: Some(last.clone()), verified: a.verified.clone(), ..a };
+        anchor::write(&path, &pending).map_err(|e| io_err(&anchor::path(&path), e))?;
         tx.commit()?;
-        anchor::write(&path, &Anchor { committed: last, pending: None, ..a }).map_err(|e| io(&anchor::path(&path), e))?;
-        Ok(out)
+        // the entries appended here were built from a checked head: verified
+        anchor::write(&path, &Anchor { committed: last.clone(), pending: None, verified: Some(last), ..pending })
+            .map_err(|e| io_err(&anchor::path(&path), e))?;
+        drop(lock);
+        Ok((out, Some(prev)))
     }
 
-    /// The status: one entry read (constant cost).
+    /// The status from the head entry (constant cost). Read-only commands use
+    /// it even when the ledger does not verify; [`Ledger::health`] says whether it does.
     pub fn status(&self) -> Result<Status> {
-        let head = self.head_entry()?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries (no genesis)".into() })?;
+        let head =
+            self.snapshot(|c| Ledger::head_entry_in(c))?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries (no genesis)".into() })?;
         Ok(self.status_of(&head))
+    }
+
+    /// Whether the ledger passes the checks every charge makes (and why not).
+    pub fn health(&self) -> Option<String> {
+        match self.sticky(self.snapshot(|c| Ledger::check(c, &self.path, &self.dataset))) {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     fn status_of(&self, head: &Entry) -> Status {
@@ -505,20 +604,55 @@ impl Ledger {
             epsilon_spent: head.budget.epsilon_spent(&head.totals),
             entries: head.id,
             head: Head { entries: head.id, hash: head.hash.clone() },
-            config_drift: self.config_drift.as_ref().map(|e| e.to_string()),
+            config_drift: self.drift(head).map(|e| e.to_string()),
+        }
+    }
+
+    /// dpq.toml disagrees with the ledger: its [budget] was edited by hand, or
+    /// its privacy policy changed without being recorded.
+    fn drift(&self, head: &Entry) -> Option<LedgerError> {
+        let (ce, cd) = self.binding.config_budget;
+        if (ce, cd) != (head.budget.epsilon, head.budget.delta) {
+            return Some(LedgerError::ConfigDrift {
+                config: self.binding.config_file.clone(),
+                config_eps: ce,
+                config_delta: cd,
+                ledger_eps: head.budget.epsilon,
+                ledger_delta: head.budget.delta,
+            });
+        }
+        if self.binding.policy_hash() != head.policy {
+            return Some(LedgerError::PolicyDrift { config: self.binding.config_file.clone(), what: "see `dpq budget --log` for the recorded policy".into() });
+        }
+        None
+    }
+
+    /// Refuse unless the ledger verifies and dpq.toml agrees with it. Every
+    /// command that answers a query (even one over public tables) calls it.
+    pub fn ensure_current(&self) -> Result<()> {
+        let (head, _) = self.sticky(self.snapshot(|c| Ledger::check(c, &self.path, &self.dataset)))?;
+        match self.drift(&head) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
     /// Check and charge in one transaction. Refuses (and records nothing) when
-    /// the charge does not fit the dataset's budget or the analyst's quota.
+    /// the charge does not fit the dataset's budget or the analyst's quota, or
+    /// (without `fresh`) when the same key was charged meanwhile.
     pub fn charge(&mut self, req: &ChargeRequest) -> Result<Charged> {
-        if let Some(e) = self.config_drift.take() {
-            let msg = e.to_string();
-            self.config_drift = Some(e);
-            return Err(LedgerError::Broken { problem: msg });
-        }
         let (epsilon, delta) = accountant::basic(&req.releases);
-        let out = self.append(|tx, head| {
+        let drift_binding = self.binding.clone();
+        let (_, head) = self.append_returning_head(|tx, head| {
+            let me = Ledger { conn: Connection::open_in_memory()?, path: PathBuf::new(), dataset: String::new(), binding: drift_binding };
+            if let Some(e) = me.drift(head) {
+                return Err(e);
+            }
+            if let (Some(key), false) = (&req.query_key, req.fresh) {
+                if let Some(entry) = Ledger::latest_charge(tx, key, head)? {
+                    return Err(LedgerError::AlreadyCharged { entry: entry.id });
+                }
+            }
             let after = head.totals.with(&req.releases);
             if !head.budget.admits(&after) {
                 let g = head.budget.spent(&head.totals);
@@ -534,19 +668,10 @@ impl Ledger {
                     rule: head.budget.rule,
                 });
             }
-            let mine: Option<Entry> = tx
-                .query_row(
-                    "SELECT id, body, prev_hash, hash FROM entries WHERE analyst = ?1 AND kind IN ('query', 'report') ORDER BY id DESC LIMIT 1",
-                    params![req.analyst],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
-                )
-                .optional()?
-                .map(|(id, b, p, h)| parse_entry(id, &b, &p, &h))
-                .transpose()?;
-            let analyst_after = mine.and_then(|e| e.analyst_totals).unwrap_or_default().with(&req.releases);
+            let mine = head.analysts.get(&req.analyst).copied().unwrap_or_default().with(&req.releases);
             if let Some((qe, qd)) = req.quota {
-                if analyst_after.epsilon > qe || analyst_after.delta > qd {
-                    let used = analyst_after.epsilon.saturating_sub(epsilon);
+                if mine.epsilon > qe || mine.delta > qd {
+                    let used = mine.epsilon.saturating_sub(epsilon);
                     return Err(LedgerError::Quota {
                         analyst: req.analyst.clone(),
                         what: req.kind.clone(),
@@ -556,6 +681,8 @@ impl Ledger {
                     });
                 }
             }
+            let mut analysts = head.analysts.clone();
+            analysts.insert(req.analyst.clone(), mine);
             let e = Entry {
                 id: 0,
                 time: now(),
@@ -572,20 +699,72 @@ impl Ledger {
                 result_hash: None,
                 budget: head.budget,
                 totals: after,
-                analyst_totals: Some(analyst_after),
+                analysts,
+                policy: head.policy.clone(),
                 prev_hash: String::new(),
                 hash: String::new(),
             };
             Ok((vec![e], ()))
         })?;
-        let _ = out;
-        // the charge is the entry just appended: the head
-        let head = self.head_entry()?.expect("just appended");
+        let head = head.ok_or_else(|| LedgerError::Internal("a charge appended no entry".into()))?;
         Ok(Charged { entry: head.id, hash: head.hash.clone(), epsilon, delta, status: self.status_of(&head) })
     }
 
-    fn entry_with_hash(conn: &Connection, id: i64) -> Result<Entry> {
-        Ledger::entry_at(conn, id)?.ok_or_else(|| LedgerError::Broken { problem: format!("entry {id} is missing") })
+    /// The latest charge for a key, proven genuine by a walk from it to the head.
+    fn latest_charge(conn: &Connection, key: &str, head: &Entry) -> Result<Option<Entry>> {
+        let row = conn
+            .query_row(
+                &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE query_key = ?1 AND kind IN ('query', 'report') ORDER BY id DESC LIMIT 1"),
+                params![key],
+                row_tuple,
+            )
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let c = checked_entry(row)?;
+        if c.id > head.id || c.query_key.as_deref() != Some(key) {
+            return Err(LedgerError::Broken { problem: format!("entry {}'s replay key was edited", c.id) });
+        }
+        Ok(Some(c))
+    }
+
+    /// The result entry of `charge`, found — or proven absent — by walking the
+    /// chain from the charge to the head (hashes and links checked on the way),
+    /// and its stored text checked against the hash the entry records.
+    fn result_of(conn: &Connection, charge: &Entry, head: i64) -> Result<Option<Stored>> {
+        let mut found: Option<Entry> = None;
+        let mut keys_after = None;
+        Ledger::walk(conn, charge.clone(), head, |e| {
+            if e.kind == "result" && e.charge_id == Some(charge.id) && found.is_none() {
+                found = Some(e.clone());
+            }
+            if is_charge(&e.kind) && e.query_key == charge.query_key && e.query_key.is_some() {
+                keys_after.get_or_insert(e.id);
+            }
+        })?;
+        if let Some(later) = keys_after {
+            // the key index skipped a later charge with the same key: edited
+            return Err(LedgerError::Broken { problem: format!("entry {later}'s replay key index was edited") });
+        }
+        let Some(re) = found else {
+            let orphan: bool = conn.query_row("SELECT COUNT(*) > 0 FROM results WHERE charge_id = ?1", params![charge.id], |r| r.get(0))?;
+            if orphan {
+                return Err(LedgerError::Broken {
+                    problem: format!("a stored result for entry {} has no result entry: it was inserted or its entry edited outside dpq", charge.id),
+                });
+            }
+            return Ok(None);
+        };
+        let text: Option<String> = conn.query_row("SELECT result FROM results WHERE charge_id = ?1", params![charge.id], |r| r.get(0)).optional()?;
+        let text =
+            text.ok_or_else(|| LedgerError::Broken { problem: format!("the stored result of entry {} was deleted (entry {} records it)", charge.id, re.id) })?;
+        let want = re.result_hash.clone().unwrap_or_default();
+        if result_hash(&text) != want {
+            return Err(LedgerError::Broken {
+                problem: format!("the stored result of entry {} was edited (it no longer matches the hash in entry {})", charge.id, re.id),
+            });
+        }
+        let result = serde_json::from_str(&text).map_err(|e| LedgerError::Malformed { id: re.id, message: e.to_string() })?;
+        Ok(Some(Stored { charge: charge.id, charge_hash: charge.hash.clone(), result_entry: re.id, result_hash: want, result }))
     }
 
     /// Store the released result of a charge, with a `result` entry covering
@@ -596,11 +775,11 @@ impl Ledger {
         let text = result.to_string();
         let hash = result_hash(&text);
         self.append(|tx, head| {
-            let c = Ledger::entry_with_hash(tx, charge)?;
+            let c = Ledger::entry_at(tx, charge)?.ok_or_else(|| LedgerError::Broken { problem: format!("entry {charge} is missing") })?;
             if !is_charge(&c.kind) {
                 return Err(LedgerError::Broken { problem: format!("entry {charge} is not a charge") });
             }
-            if let Some(existing) = Ledger::result_of(tx, &c)? {
+            if let Some(existing) = Ledger::result_of(tx, &c, head.id)? {
                 return Ok((vec![], existing));
             }
             tx.execute("INSERT INTO results (charge_id, result) VALUES (?1, ?2)", params![charge, text])?;
@@ -620,7 +799,8 @@ impl Ledger {
                 result_hash: Some(hash.clone()),
                 budget: head.budget,
                 totals: head.totals,
-                analyst_totals: None,
+                analysts: head.analysts.clone(),
+                policy: head.policy.clone(),
                 prev_hash: String::new(),
                 hash: String::new(),
             };
@@ -629,45 +809,18 @@ impl Ledger {
         })
     }
 
-    /// The verified stored result of a charge, if it has one.
-    fn result_of(conn: &Connection, charge: &Entry) -> Result<Option<Stored>> {
-        let row: Option<(i64, String, String, String)> = conn
-            .query_row("SELECT id, body, prev_hash, hash FROM entries WHERE charge_id = ?1 AND kind = 'result' ORDER BY id LIMIT 1", params![charge.id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?;
-        let Some((rid, body, prev, hash)) = row else { return Ok(None) };
-        let re = parse_entry(rid, &body, &prev, &hash)?;
-        let text: Option<String> = conn.query_row("SELECT result FROM results WHERE charge_id = ?1", params![charge.id], |r| r.get(0)).optional()?;
-        let text =
-            text.ok_or_else(|| LedgerError::Broken { problem: format!("the stored result of entry {} was deleted (entry {rid} records it)", charge.id) })?;
-        let want = re.result_hash.clone().unwrap_or_default();
-        if result_hash(&text) != want {
-            return Err(LedgerError::Broken {
-                problem: format!("the stored result of entry {} was edited (it no longer matches the hash in entry {rid})", charge.id),
-            });
-        }
-        let result = serde_json::from_str(&text).map_err(|e| LedgerError::Malformed { id: rid, message: e.to_string() })?;
-        Ok(Some(Stored { charge: charge.id, charge_hash: charge.hash.clone(), result_entry: rid, result_hash: want, result }))
-    }
-
     /// The stored answer for a query key, verified; or a charge still to finish.
+    /// Costs a walk from that charge to the head (recent answers are cheap).
     pub fn replay(&self, query_key: &str) -> Result<Option<Replay>> {
-        Ledger::check(&self.conn, &self.path)?;
-        let row: Option<(i64, String, String, String)> = self
-            .conn
-            .query_row(
-                "SELECT id, body, prev_hash, hash FROM entries WHERE query_key = ?1 AND kind IN ('query', 'report') ORDER BY id DESC LIMIT 1",
-                params![query_key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((id, body, prev, hash)) = row else { return Ok(None) };
-        let c = parse_entry(id, &body, &prev, &hash)?;
-        Ok(Some(match Ledger::result_of(&self.conn, &c)? {
-            Some(s) => Replay::Stored(s),
-            None => Replay::Unfinished { entry: id, hash: c.hash },
-        }))
+        let r = self.snapshot(|conn| {
+            let (head, _) = Ledger::check(conn, &self.path, &self.dataset)?;
+            let Some(c) = Ledger::latest_charge(conn, query_key, &head)? else { return Ok(None) };
+            Ok(Some(match Ledger::result_of(conn, &c, head.id)? {
+                Some(s) => Replay::Stored(s),
+                None => Replay::Unfinished { entry: c.id, hash: c.hash },
+            }))
+        });
+        self.sticky(r)
     }
 
     /// Change the budget (or its rule), recording who and why. Refused when
@@ -684,65 +837,87 @@ impl Ledger {
                 });
             }
             let e = Entry {
-                id: 0,
-                time: now(),
-                kind: "budget".into(),
-                analyst: analyst.into(),
                 text: format!("budget ε={}, δ={} ({}; was ε={}, δ={}): {reason}", new.epsilon, new.delta, new.rule, head.budget.epsilon, head.budget.delta),
-                query_key: None,
-                epsilon: Amount::ZERO,
-                delta: Amount::ZERO,
-                releases: vec![],
                 params: serde_json::json!({ "reason": reason, "source": config_file }),
-                data_version: None,
-                charge_id: None,
-                result_hash: None,
                 budget: new,
-                totals: head.totals,
-                analyst_totals: None,
-                prev_hash: String::new(),
-                hash: String::new(),
+                ..Ledger::plain(head, "budget", analyst)
             };
             Ok((vec![e], ()))
         })?;
-        self.config_drift = None;
+        self.binding.config_budget = (new.epsilon, new.delta);
         self.status()
     }
 
-    /// Entries from `from` (inclusive, default the first), at most `limit`.
-    pub fn entries(&self, from: Option<i64>, limit: Option<i64>) -> Result<Vec<Entry>> {
-        let mut st =
-            self.conn.prepare("SELECT id, kind, analyst, query_key, charge_id, body, prev_hash, hash FROM entries WHERE id >= ?1 ORDER BY id LIMIT ?2")?;
-        let rows = st.query_map(params![from.unwrap_or(1), limit.unwrap_or(i64::MAX)], row_tuple)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let r = r?;
-            out.push(parse_entry(r.0, &r.5, &r.6, &r.7)?);
-        }
-        Ok(out)
+    /// Record dpq.toml's current privacy policy (which tables are private,
+    /// their units, one row per person), with who and why.
+    pub fn accept_policy(&mut self, reason: &str, analyst: &str) -> Result<Status> {
+        let policy = self.binding.policy_json();
+        let hash = self.binding.policy_hash();
+        self.append(|_, head| {
+            if head.policy == hash {
+                return Ok((vec![], ()));
+            }
+            let e = Entry {
+                text: format!("privacy policy changed: {reason}"),
+                params: serde_json::json!({ "reason": reason, "policy": policy }),
+                policy: hash.clone(),
+                ..Ledger::plain(head, "policy", analyst)
+            };
+            Ok((vec![e], ()))
+        })?;
+        self.status()
     }
 
-    /// The stored result of a charge (for exports), unverified.
+    /// An entry that changes nothing but what the caller sets.
+    fn plain(head: &Entry, kind: &str, analyst: &str) -> Entry {
+        Entry {
+            id: 0,
+            time: now(),
+            kind: kind.into(),
+            analyst: analyst.into(),
+            text: String::new(),
+            query_key: None,
+            epsilon: Amount::ZERO,
+            delta: Amount::ZERO,
+            releases: vec![],
+            params: serde_json::Value::Null,
+            data_version: None,
+            charge_id: None,
+            result_hash: None,
+            budget: head.budget,
+            totals: head.totals,
+            analysts: head.analysts.clone(),
+            policy: head.policy.clone(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Entries from `from` (inclusive, default the first), at most `limit`, for
+    /// display (each checked against its own hash; `verify` checks the chain).
+    pub fn entries(&self, from: Option<i64>, limit: Option<i64>) -> Result<Vec<Entry>> {
+        self.snapshot(|conn| {
+            let mut st = conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id >= ?1 ORDER BY id LIMIT ?2"))?;
+            let rows = st.query_map(params![from.unwrap_or(1), limit.unwrap_or(i64::MAX)], row_tuple)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(checked_entry(r?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The stored results (for exports), unverified.
     pub fn results(&self) -> Result<Vec<(i64, String)>> {
         let mut st = self.conn.prepare("SELECT charge_id, result FROM results ORDER BY charge_id")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Spending per analyst (basic composition): (analyst, charges, ε, δ).
+    /// Spending per analyst, from the head entry.
     pub fn by_analyst(&self) -> Result<Vec<(String, Totals)>> {
-        let mut st = self.conn.prepare(
-            "SELECT e.analyst, e.id, e.body, e.prev_hash, e.hash FROM entries e
-             JOIN (SELECT analyst, MAX(id) AS id FROM entries WHERE kind IN ('query', 'report') GROUP BY analyst) m ON m.id = e.id ORDER BY e.analyst",
-        )?;
-        let rows =
-            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (a, id, b, p, h) = r?;
-            out.push((a, parse_entry(id, &b, &p, &h)?.analyst_totals.unwrap_or_default()));
-        }
-        Ok(out)
+        let head = self.snapshot(|c| Ledger::head_entry_in(c))?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries".into() })?;
+        Ok(head.analysts.into_iter().collect())
     }
 
     /// Check and charge several requests in order, in one transaction (one
@@ -752,6 +927,7 @@ impl Ledger {
         self.append(|_, head| {
             let mut out = Vec::new();
             let mut totals = head.totals;
+            let mut analysts = head.analysts.clone();
             for r in reqs {
                 let after = totals.with(&r.releases);
                 if !head.budget.admits(&after) {
@@ -764,11 +940,9 @@ impl Ledger {
                     });
                 }
                 let (epsilon, delta) = accountant::basic(&r.releases);
+                let mine = analysts.get(&r.analyst).copied().unwrap_or_default().with(&r.releases);
+                analysts.insert(r.analyst.clone(), mine);
                 out.push(Entry {
-                    id: 0,
-                    time: now(),
-                    kind: r.kind.clone(),
-                    analyst: r.analyst.clone(),
                     text: r.text.clone(),
                     query_key: r.query_key.clone(),
                     epsilon,
@@ -776,13 +950,9 @@ impl Ledger {
                     releases: r.releases.clone(),
                     params: r.params.clone(),
                     data_version: Some(r.data_version.clone()),
-                    charge_id: None,
-                    result_hash: None,
-                    budget: head.budget,
                     totals: after,
-                    analyst_totals: None,
-                    prev_hash: String::new(),
-                    hash: String::new(),
+                    analysts: analysts.clone(),
+                    ..Ledger::plain(head, &r.kind, &r.analyst)
                 });
                 totals = after;
             }
@@ -791,26 +961,29 @@ impl Ledger {
         })
     }
 
-    /// Recompute everything: the chain, every entry's hash and running totals,
-    /// result hashes, the anchor; `against` also checks a published head.
+    /// Recompute everything: SQLite's integrity check, the chain, every entry's
+    /// hash and running totals, result hashes, the dataset id, the anchor;
+    /// `against` also checks a published head. A failure is recorded (the
+    /// ledger then admits nothing until restored).
     pub fn verify(&self, against: Option<&Head>) -> Result<VerifyReport> {
-        let check: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if check != "ok" {
-            return Ok(VerifyReport {
-                ok: false,
-                entries: 0,
-                first_bad: None,
-                problem: Some(format!("SQLite integrity check failed: {check}")),
-                unfinished: vec![],
-                head: None,
-            });
+        let report = self.snapshot(|conn| self.verify_in(conn, against))?;
+        if !report.ok {
+            self.mark_broken(report.problem.as_deref().unwrap_or("verification failed"));
         }
-        let mut st = self.conn.prepare("SELECT id, kind, analyst, query_key, charge_id, body, prev_hash, hash FROM entries ORDER BY id")?;
+        Ok(report)
+    }
+
+    fn verify_in(&self, conn: &Connection, against: Option<&Head>) -> Result<VerifyReport> {
+        let fail =
+            |id: i64, n: usize, p: String| VerifyReport { ok: false, entries: n as i64, first_bad: Some(id), problem: Some(p), unfinished: vec![], head: None };
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Ok(fail(0, 0, format!("SQLite integrity check failed: {check}")));
+        }
+        let mut st = conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id"))?;
         let rows = st.query_map([], row_tuple)?;
         let mut entries: Vec<Entry> = Vec::new();
         let mut prev: Option<Entry> = None;
-        let fail =
-            |id: i64, n: usize, p: String| VerifyReport { ok: false, entries: n as i64, first_bad: Some(id), problem: Some(p), unfinished: vec![], head: None };
         for row in rows {
             let row = row?;
             let id = row.0;
@@ -825,8 +998,17 @@ impl Ledger {
         let n = entries.len();
         let Some(last) = entries.last() else { return Ok(fail(1, 0, "the ledger has no entries (no genesis)".into())) };
         let head = Head { entries: last.id, hash: last.hash.clone() };
+        let genesis_id = entries[0].params.get("dataset").and_then(|d| d.as_str()).unwrap_or_default();
+        if genesis_id != self.dataset {
+            return Ok(fail(1, n, "the ledger's dataset id was edited (its genesis entry and its records disagree)".into()));
+        }
         match anchor::read(&self.path) {
-            Ok(Some(a)) if a.committed == head || a.pending.as_ref() == Some(&head) => {}
+            Ok(Some(a)) if a.dataset != self.dataset => return Ok(fail(1, n, "ledger.anchor belongs to another dataset".into())),
+            Ok(Some(a)) if a.committed == head || a.pending.as_ref() == Some(&head) => {
+                if let Some(b) = a.broken {
+                    return Ok(fail(head.entries, n, format!("{b} (recorded when it was found; restore ledger.db and ledger.anchor from a backup)")));
+                }
+            }
             Ok(Some(a)) => {
                 return Ok(fail(
                     head.entries.min(a.committed.entries) + 1,
@@ -850,12 +1032,17 @@ impl Ledger {
                 _ => return Ok(fail(want.entries, n, format!("the published anchor {want} is beyond the chain's end ({head}): entries were deleted"))),
             }
         }
-        // results: each stored result belongs to a result entry with its hash; each result entry has its result
-        let stored: std::collections::HashMap<i64, String> = self.results()?.into_iter().collect();
+        let stored: std::collections::HashMap<i64, String> = {
+            let mut st = conn.prepare("SELECT charge_id, result FROM results ORDER BY charge_id")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
         let mut answered = std::collections::HashSet::new();
         for e in entries.iter().filter(|e| e.kind == "result") {
             let c = e.charge_id.unwrap_or(0);
-            answered.insert(c);
+            if !answered.insert(c) {
+                return Ok(fail(e.id, n, format!("entry {c} has two result entries")));
+            }
             match stored.get(&c) {
                 None => return Ok(fail(e.id, n, format!("the stored result of entry {c} was deleted (entry {} records it)", e.id))),
                 Some(t) if Some(result_hash(t)) != e.result_hash => return Ok(fail(e.id, n, format!("the stored result of entry {c} was edited"))),
@@ -875,10 +1062,6 @@ pub fn is_charge(kind: &str) -> bool {
     matches!(kind, "query" | "report")
 }
 
-fn count(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?)
-}
-
 type RowTuple = (i64, String, String, Option<String>, Option<i64>, String, String, String);
 
 fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowTuple> {
@@ -886,7 +1069,8 @@ fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowTuple> {
 }
 
 fn parse_entry(id: i64, body: &str, prev: &str, hash: &str) -> Result<Entry> {
-    let mut e: Entry = serde_json::from_str(body).map_err(|m| LedgerError::Malformed { id, message: format!("unreadable: {m}") })?;
+    let mut e: Entry =
+        serde_json::from_str(body).map_err(|m| LedgerError::Broken { problem: format!("entry {id} was edited (it no longer reads as an entry: {m})") })?;
     if e.id != id || e.prev_hash != prev {
         return Err(LedgerError::Broken { problem: format!("entry {id} was edited (its stored fields disagree with its content)") });
     }
@@ -894,24 +1078,33 @@ fn parse_entry(id: i64, body: &str, prev: &str, hash: &str) -> Result<Entry> {
     Ok(e)
 }
 
-/// Check one stored row against the previous entry: hash, chain, indexed
-/// columns, and the running totals and budget it carries.
-fn check_row(r: RowTuple, prev: Option<&Entry>) -> Result<Entry> {
+/// An entry read for a decision: its body must hash to its stored hash and
+/// its index columns must match its body.
+fn checked_entry(r: RowTuple) -> Result<Entry> {
     let (id, kind, analyst, key, charge_id, body, prev_hash, hash) = r;
-    let bad = |p: String| LedgerError::Broken { problem: p };
-    let e = parse_entry(id, &body, &prev_hash, &hash).map_err(|_| bad(format!("entry {id} was edited (it no longer reads as an entry)")))?;
+    let e = parse_entry(id, &body, &prev_hash, &hash)?;
     if Entry::compute_hash(&body, &prev_hash) != hash {
-        return Err(bad(format!("entry {id} was edited (its content no longer matches its hash)")));
+        return Err(LedgerError::Broken { problem: format!("entry {id} was edited (its content no longer matches its hash)") });
     }
     if e.kind != kind || e.analyst != analyst || e.query_key != key || e.charge_id != charge_id {
-        return Err(bad(format!("entry {id}'s index columns were edited")));
+        return Err(LedgerError::Broken { problem: format!("entry {id}'s index columns were edited") });
     }
+    Ok(e)
+}
+
+/// Check one stored row against the previous entry: hash, chain, index
+/// columns, and the running totals, budget, analysts and policy it carries.
+fn check_row(r: RowTuple, prev: Option<&Entry>) -> Result<Entry> {
+    let id = r.0;
+    let prev_hash = r.6.clone();
+    let e = checked_entry(r)?;
+    let bad = |p: String| LedgerError::Broken { problem: p };
     match prev {
         None => {
             if id != 1 || e.kind != "genesis" || prev_hash != GENESIS_PREV {
                 return Err(bad(format!("entry {id} should be the genesis entry 1 (earlier entries were deleted)")));
             }
-            if e.totals != Totals::default() {
+            if e.totals != Totals::default() || !e.analysts.is_empty() {
                 return Err(bad("the genesis entry carries non-zero totals".into()));
             }
         }
@@ -922,12 +1115,16 @@ fn check_row(r: RowTuple, prev: Option<&Entry>) -> Result<Entry> {
             if prev_hash != p.hash {
                 return Err(bad(format!("entry {id} does not follow entry {} (an entry was deleted or inserted before it)", p.id)));
             }
-            let want = match e.kind.as_str() {
-                "query" | "report" => p.totals.with(&e.releases),
-                "result" | "budget" => p.totals,
+            let (totals, analysts) = match e.kind.as_str() {
+                "query" | "report" => {
+                    let mut a = p.analysts.clone();
+                    a.insert(e.analyst.clone(), p.analysts.get(&e.analyst).copied().unwrap_or_default().with(&e.releases));
+                    (p.totals.with(&e.releases), a)
+                }
+                "result" | "budget" | "policy" => (p.totals, p.analysts.clone()),
                 other => return Err(bad(format!("entry {id} has an unknown kind `{other}`"))),
             };
-            if e.totals != want {
+            if e.totals != totals || e.analysts != analysts {
                 return Err(bad(format!("entry {id}'s running totals do not add up (the amounts were edited)")));
             }
             if is_charge(&e.kind) && accountant::basic(&e.releases) != (e.epsilon, e.delta) {
@@ -935,6 +1132,9 @@ fn check_row(r: RowTuple, prev: Option<&Entry>) -> Result<Entry> {
             }
             if e.kind != "budget" && e.budget != p.budget {
                 return Err(bad(format!("entry {id} changes the budget without a budget entry")));
+            }
+            if e.kind != "policy" && e.policy != p.policy {
+                return Err(bad(format!("entry {id} changes the privacy policy without a policy entry")));
             }
             if e.kind == "result" && e.charge_id.is_none_or(|c| c >= id) {
                 return Err(bad(format!("result entry {id} refers to no earlier charge")));
@@ -955,15 +1155,22 @@ fn insert(tx: &Connection, mut e: Entry) -> Result<Head> {
     Ok(Head { entries: e.id, hash: e.hash })
 }
 
-/// Who is asking: `--as NAME`, else `DPQ_ANALYST`, else the OS user.
+/// Who is asking: `--as NAME`, else `DPQ_ANALYST`, else the OS user. Control
+/// characters are replaced (a name is printed in logs and terminals).
 pub fn analyst(explicit: Option<&str>) -> String {
-    explicit
+    let name = explicit
         .map(str::to_string)
         .or_else(|| std::env::var("DPQ_ANALYST").ok())
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into());
+    printable(&name).chars().take(64).collect()
+}
+
+/// `s` with control characters replaced by U+FFFD (for names and texts shown in terminals).
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
 }
 
 pub fn fmt_eps(x: f64) -> String {

@@ -115,11 +115,18 @@ pub fn verify(dir: &Path, anchor: Option<&Head>) -> Result<(Statement, Vec<Entry
             _ => return Err(StatementError::Invalid(format!("it does not contain the published anchor {a}: it was truncated or rewritten"))),
         }
     }
-    let results: std::collections::HashMap<i64, &str> = s.results.iter().map(|r| (r.charge, r.result.as_str())).collect();
+    let mut results: std::collections::HashMap<i64, &str> = std::collections::HashMap::new();
+    for r in &s.results {
+        if results.insert(r.charge, r.result.as_str()).is_some() {
+            return Err(StatementError::Invalid(format!("it lists two results for entry {}", r.charge)));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for e in entries.iter().filter(|e| e.kind == "result") {
         let c = e.charge_id.unwrap_or(0);
-        seen.insert(c);
+        if !seen.insert(c) {
+            return Err(StatementError::Invalid(format!("entry {c} has two result entries")));
+        }
         match results.get(&c) {
             None => return Err(StatementError::Invalid(format!("the result of entry {c} is missing"))),
             Some(t) if Some(result_hash(t)) != e.result_hash => {
@@ -148,9 +155,9 @@ fn render_html(s: &Statement) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=t>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
             e.id,
             esc(&e.time),
-            esc(&e.analyst),
+            esc(&super::printable(&e.analyst)),
             esc(&e.kind),
-            esc(&e.text),
+            esc(&super::printable(&e.text)),
             if super::is_charge(&e.kind) { e.epsilon.to_string() } else { String::new() },
             if super::is_charge(&e.kind) { e.delta.to_string() } else { String::new() },
             &se.hash[..16]

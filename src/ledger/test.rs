@@ -10,7 +10,7 @@ fn a(s: &str) -> Amount {
 }
 
 fn binding(e: &str, d: &str) -> Binding {
-    Binding { tables: vec![], config_budget: (a(e), a(d)), config_file: "dpq.toml".into() }
+    Binding { tables: vec![], config_budget: (a(e), a(d)), config_file: "dpq.toml".into(), policy: Default::default() }
 }
 
 fn pure(eps: &str) -> Vec<Release> {
@@ -27,6 +27,7 @@ fn req(eps: &str, key: Option<&str>) -> ChargeRequest {
         data_version: "v".into(),
         analyst: "alice".into(),
         quota: None,
+        fresh: false,
     }
 }
 
@@ -138,17 +139,66 @@ fn filled(d: &Path) -> Ledger {
     l
 }
 
+/// Move the anchored verification point (as if the edit came after it).
+fn verified_at(d: &Path, entries: i64) {
+    let path = d.join("ledger.db");
+    let mut a = anchor::read(&path).unwrap().unwrap();
+    let h: String = raw(d).query_row("SELECT hash FROM entries WHERE id = ?1", params![entries], |r| r.get(0)).unwrap();
+    a.verified = Some(Head { entries, hash: h });
+    anchor::write(&path, &a).unwrap();
+}
+
 #[test]
-fn an_edited_amount_fails_verify_and_blocks_charges_and_replays() {
+fn an_edited_amount_after_the_verified_point_blocks_charges_and_replays() {
     let d = tempfile::tempdir().unwrap();
     let mut l = filled(d.path());
-    // make the edited entry land after the last verified point: a fresh ledger file view
-    raw(d.path()).execute("UPDATE meta SET value = '1:x' WHERE key = 'verified'", []).unwrap();
+    verified_at(d.path(), 1);
     raw(d.path()).execute("UPDATE entries SET body = replace(body, '\"epsilon\":\"0.1\"', '\"epsilon\":\"0.01\"') WHERE id = 4", []).unwrap();
+    // the incremental check every decision makes catches it, without a full verify
+    assert!(matches!(l.replay("k0"), Err(LedgerError::Broken { .. })));
+    assert!(matches!(l.charge(&req("0.1", None)), Err(LedgerError::Broken { .. })));
     let v = l.verify(None).unwrap();
     assert!(!v.ok && v.first_bad == Some(4), "{v:?}");
+}
+
+#[test]
+fn moving_the_verification_point_in_the_database_does_nothing() {
+    // format 1 kept the verified point in `meta`, where an edit could skip the check
+    let d = tempfile::tempdir().unwrap();
+    let mut l = filled(d.path());
+    verified_at(d.path(), 1);
+    raw(d.path()).execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('verified', '11:x')", []).unwrap();
+    raw(d.path()).execute("UPDATE entries SET body = replace(body, '\"epsilon\":\"0.1\"', '\"epsilon\":\"0.01\"') WHERE id = 6", []).unwrap();
     assert!(matches!(l.charge(&req("0.1", None)), Err(LedgerError::Broken { .. })));
-    assert!(matches!(l.replay("k0"), Err(LedgerError::Broken { .. })));
+}
+
+#[test]
+fn a_failed_check_is_sticky_until_the_files_are_restored() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = filled(d.path());
+    let db = d.path().join("ledger.db");
+    raw(d.path()).query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    let backup_db = std::fs::read(&db).unwrap();
+    let backup_anchor = std::fs::read(anchor::path(&db)).unwrap();
+    let body: String = raw(d.path()).query_row("SELECT body FROM entries WHERE id = 4", [], |r| r.get(0)).unwrap();
+    raw(d.path()).execute("UPDATE entries SET body = replace(body, '\"epsilon\":\"0.1\"', '\"epsilon\":\"0.01\"') WHERE id = 4", []).unwrap();
+    assert!(!l.verify(None).unwrap().ok);
+    // undoing the edit does not clear the record of it
+    raw(d.path()).execute("UPDATE entries SET body = ?1 WHERE id = 4", params![body]).unwrap();
+    let e = l.charge(&req("0.1", None)).unwrap_err();
+    assert!(e.to_string().contains("recorded when it was found"), "{e}");
+    assert!(!l.verify(None).unwrap().ok);
+    assert!(l.health().is_some());
+    // restoring both files from a backup does
+    drop(l);
+    for f in ["ledger.db-wal", "ledger.db-shm"] {
+        let _ = std::fs::remove_file(d.path().join(f));
+    }
+    std::fs::write(&db, backup_db).unwrap();
+    std::fs::write(anchor::path(&db), backup_anchor).unwrap();
+    let mut l = open(d.path(), "10", "1e-6");
+    assert!(l.health().is_none());
+    l.charge(&req("0.1", None)).unwrap();
 }
 
 #[test]
@@ -181,17 +231,118 @@ fn an_edited_entry_before_the_verified_point_is_caught_by_the_anchor_or_full_ver
 }
 
 #[test]
-fn deleting_the_tail_is_caught_by_the_anchor_even_with_meta_edited() {
+fn deleting_the_tail_is_caught_by_the_anchor() {
     let d = tempfile::tempdir().unwrap();
     let l = filled(d.path());
     let n = l.status().unwrap().entries;
     raw(d.path()).execute("DELETE FROM entries WHERE id >= ?1", params![n - 1]).unwrap();
-    let h: String = raw(d.path()).query_row("SELECT hash FROM entries WHERE id = ?1", params![n - 2], |r| r.get(0)).unwrap();
-    raw(d.path()).execute("UPDATE meta SET value = ?1 WHERE key = 'verified'", params![format!("{}:{h}", n - 2)]).unwrap();
     let v = l.verify(None).unwrap();
     assert!(!v.ok && v.problem.as_deref().unwrap_or("").contains("ledger.anchor"), "{v:?}");
     let mut l = l;
     assert!(matches!(l.charge(&req("0.1", None)), Err(LedgerError::Broken { .. })));
+}
+
+#[test]
+fn a_rewritten_head_with_its_own_hash_recomputed_is_caught() {
+    // lower the running totals in the head entry and recompute its hash: the
+    // entry is self-consistent, but the anchor holds the old head
+    let d = tempfile::tempdir().unwrap();
+    let mut l = filled(d.path());
+    let (id, body, prev): (i64, String, String) =
+        raw(d.path()).query_row("SELECT id, body, prev_hash FROM entries ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let mut e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    e["totals"]["epsilon"] = serde_json::Value::String("0".into());
+    let body = e.to_string();
+    let h = Entry::compute_hash(&body, &prev);
+    raw(d.path()).execute("UPDATE entries SET body = ?1, hash = ?2 WHERE id = ?3", params![body, h, id]).unwrap();
+    assert!(matches!(l.charge(&req("0.1", None)), Err(LedgerError::Broken { .. })));
+    assert!(matches!(l.replay("k0"), Err(LedgerError::Broken { .. })));
+}
+
+#[test]
+fn an_edited_index_column_never_makes_a_charge_look_unfinished() {
+    // unfinished charges are finished with fresh noise and no new charge; an
+    // attacker who could make an answered charge look unfinished would get a
+    // second draw for free
+    for edit in [
+        "UPDATE entries SET charge_id = NULL WHERE kind = 'result' AND charge_id = 2",
+        "UPDATE entries SET kind = 'budget' WHERE kind = 'result' AND charge_id = 2",
+        "UPDATE entries SET charge_id = 999 WHERE kind = 'result' AND charge_id = 2",
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let l = filled(d.path());
+        raw(d.path()).execute(edit, []).unwrap();
+        raw(d.path()).execute("DELETE FROM results WHERE charge_id = 2", []).unwrap();
+        let r = l.replay("k0");
+        assert!(matches!(r, Err(LedgerError::Broken { .. })), "{edit}: {r:?}");
+    }
+    // hiding the later of two charges with one key from the index is caught too
+    let d = tempfile::tempdir().unwrap();
+    let mut l = filled(d.path());
+    let mut again = req("0.1", Some("k0"));
+    again.fresh = true;
+    let c = l.charge(&again).unwrap();
+    raw(d.path()).execute("UPDATE entries SET query_key = NULL WHERE id = ?1", params![c.entry]).unwrap();
+    assert!(matches!(l.replay("k0"), Err(LedgerError::Broken { .. })));
+}
+
+#[test]
+fn an_edited_dataset_id_is_refused_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    drop(filled(d.path()));
+    raw(d.path()).execute("UPDATE meta SET value = 'abc' WHERE key = 'dataset'", []).unwrap();
+    let Err(e) = Ledger::open(&d.path().join("ledger.db"), &binding("10", "1e-6"), "alice") else { panic!("opened") };
+    assert!(matches!(e, LedgerError::Broken { .. }), "{e}");
+}
+
+#[test]
+fn a_key_charged_meanwhile_is_not_charged_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let mut l = open(d.path(), "10", "1e-6");
+    let first = l.charge(&req("0.1", Some("k"))).unwrap();
+    let e = l.charge(&req("0.1", Some("k"))).unwrap_err();
+    assert!(matches!(e, LedgerError::AlreadyCharged { entry } if entry == first.entry), "{e}");
+    assert_eq!(l.status().unwrap().totals.epsilon, a("0.1"));
+    let mut fresh = req("0.1", Some("k"));
+    fresh.fresh = true;
+    l.charge(&fresh).unwrap();
+    assert_eq!(l.status().unwrap().totals.epsilon, a("0.2"));
+}
+
+#[test]
+fn charges_from_threads_each_get_their_own_entry() {
+    let d = tempfile::tempdir().unwrap();
+    drop(open(d.path(), "100", "1e-6"));
+    let path = d.path().join("ledger.db");
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut l = Ledger::open(&path, &binding("100", "1e-6"), "t").unwrap();
+                (0..8)
+                    .map(|i| {
+                        let c = l.charge(&req("0.1", Some(&format!("t{t}-{i}")))).unwrap();
+                        l.store_result(c.entry, &serde_json::json!({ "t": t, "i": i }), "t", serde_json::json!({})).unwrap();
+                        c.entry
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 32, "every charge got its own entry");
+    let l = open(d.path(), "100", "1e-6");
+    for t in 0..4 {
+        for i in 0..8 {
+            match l.replay(&format!("t{t}-{i}")).unwrap() {
+                Some(Replay::Stored(s)) => assert_eq!(s.result, serde_json::json!({ "t": t, "i": i })),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(l.verify(None).unwrap().ok);
 }
 
 #[test]

@@ -247,12 +247,17 @@ pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon:
         let (_, expected) = error_of(&p, s);
         let (d, bounding) = match &p {
             Prepared::Dp { cal, .. } => (cal.charge().1, cal.family.describe()),
-            Prepared::Public { .. } => (Amount::ZERO, "public data".into()),
+            Prepared::Public { .. } => {
+                return Err(ReportError::Plan {
+                    section: s.id.clone(),
+                    message: "this section reads only public tables; a report releases private statistics (run it as a query of its own: it is answered exactly, for free)".into(),
+                });
+            }
         };
         sections.push(PlannedSection {
             id: s.id.clone(),
             title: s.title.clone(),
-            epsilon: if matches!(p, Prepared::Public { .. }) { Amount::ZERO } else { eps },
+            epsilon: eps,
             delta: d,
             how: hows[i].clone(),
             expected_error: expected,
@@ -400,6 +405,7 @@ pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut L
         data_version: key.clone(),
         analyst: caller.analyst.clone(),
         quota: caller.quota,
+        fresh,
     };
     let released = crate::engine::protocol::release(ledger, request, fresh, |charge| async move {
         let mut sections = Vec::new();
@@ -411,12 +417,7 @@ pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut L
                     .await
                     .map_err(|e| EngineError::Invalid(format!("section `{}`: {e}", s.id)))?,
                 Prepared::Public { .. } => {
-                    let mut scratch = caller.clone();
-                    scratch.quota = None;
-                    return Err(EngineError::Invalid(format!(
-                        "section `{}` reads only public tables; put it in a query of its own ({})",
-                        s.id, scratch.analyst
-                    )));
+                    return Err(crate::engine::error::internal(format!("public section `{}` reached the release (plan refuses them)", s.id)));
                 }
             };
             let derived = derive(s, &result, plan.confidence);

@@ -15,7 +15,7 @@ fn a(s: &str) -> Amount {
 }
 
 fn binding(eps: &str) -> Binding {
-    Binding { tables: vec![], config_budget: (a(eps), Amount::ZERO), config_file: "dpq.toml".into() }
+    Binding { tables: vec![], config_budget: (a(eps), Amount::ZERO), config_file: "dpq.toml".into(), policy: Default::default() }
 }
 
 /// Child process of `processes_cannot_overspend`: one charge attempt.
@@ -32,6 +32,7 @@ fn race_child() {
         data_version: "v".into(),
         analyst: "racer".into(),
         quota: None,
+        fresh: false,
     };
     let code = match l.charge(&req) {
         Ok(_) => 0,
@@ -183,13 +184,20 @@ fn an_edited_entry_blocks_the_next_query() {
     // the last charge (not yet behind the verified point of a later write)
     let id: i64 = db.query_row("SELECT MAX(id) FROM entries WHERE kind = 'query'", [], |r| r.get(0)).unwrap();
     db.execute("UPDATE entries SET body = replace(body, '\"epsilon\":\"0.3\"', '\"epsilon\":\"0.0001\"') WHERE id = ?1", [id]).unwrap();
-    db.execute("UPDATE meta SET value = '1:x' WHERE key = 'verified'", []).unwrap();
-    let r = run(&data, &["budget", "--verify"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.contains(&format!("entry {id}")), "{}", r.stdout);
+    // as if the edit came after the last verified point (kept in ledger.anchor)
+    let mut anchor: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("ledger.anchor")).unwrap()).unwrap();
+    let genesis: String = db.query_row("SELECT hash FROM entries WHERE id = 1", [], |r| r.get(0)).unwrap();
+    anchor["verified"] = serde_json::json!({"entries": 1, "hash": genesis});
+    std::fs::write(data.join("ledger.anchor"), anchor.to_string()).unwrap();
     let q = run(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.1", "--fresh"]);
     assert_eq!(q.code, 1);
     assert!(q.stderr.contains("failed verification"), "{}", q.stderr);
+    let r = run(&data, &["budget", "--verify"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains(&format!("entry {id}")) || r.stdout.contains("recorded when it was found"), "{}", r.stdout);
+    // once found, the failure is recorded: the ledger stays closed
+    let q = run(&data, &["query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.1", "--fresh"]);
+    assert!(q.code == 1 && q.stderr.contains("recorded when it was found"), "{}", q.stderr);
 }
 
 /// A stored result edited by hand is not served as a replay, and a deleted one
@@ -207,6 +215,15 @@ fn edited_or_deleted_results_are_never_served() {
     let r = run(&data, &["query", sql, "--format", "json"]);
     assert_eq!(r.code, 1, "an edited result was served: {}", r.stdout);
     assert!(r.stderr.contains("was edited"), "{}", r.stderr);
+    // the failure is recorded: restoring the text does not reopen the ledger
+    db.execute("UPDATE results SET result = ?1 WHERE charge_id = ?2", rusqlite::params![text, entry]).unwrap();
+    let r = run(&data, &["query", sql, "--format", "json"]);
+    assert!(r.code == 1 && r.stderr.contains("recorded when it was found"), "{}", r.stderr);
+    // a deleted result, in a fresh dataset
+    let (_d, data) = dataset();
+    let first = json(&data, &["query", sql, "--format", "json"]);
+    let entry = first["privacy"]["entry"].as_i64().unwrap();
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
     db.execute("DELETE FROM results WHERE charge_id = ?1", [entry]).unwrap();
     let r = run(&data, &["query", sql, "--format", "json"]);
     assert_eq!(r.code, 1, "a deleted result was recomputed: {}", r.stdout);
@@ -229,8 +246,6 @@ fn tail_truncation_is_caught_against_the_anchor() {
     let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
     let n: i64 = db.query_row("SELECT MAX(id) FROM entries", [], |r| r.get(0)).unwrap();
     db.execute("DELETE FROM entries WHERE id > ?1", [n - 2]).unwrap();
-    let h: String = db.query_row("SELECT hash FROM entries WHERE id = ?1", [n - 2], |r| r.get(0)).unwrap();
-    db.execute("UPDATE meta SET value = ?1 WHERE key = 'verified'", [format!("{}:{h}", n - 2)]).unwrap();
     let r = run(&data, &["budget", "--verify"]);
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("ledger.anchor"), "{}", r.stdout);
@@ -241,8 +256,9 @@ fn tail_truncation_is_caught_against_the_anchor() {
     let mut anchor: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
     anchor["committed"] = serde_json::json!({"entries": 3, "hash": h3});
     anchor["pending"] = serde_json::Value::Null;
+    anchor["verified"] = serde_json::json!({"entries": 3, "hash": h3});
+    anchor["broken"] = serde_json::Value::Null;
     std::fs::write(data.join("ledger.anchor"), anchor.to_string()).unwrap();
-    db.execute("UPDATE meta SET value = ?1 WHERE key = 'verified'", [format!("3:{h3}")]).unwrap();
     let r = run(&data, &["budget", "--verify", "--anchor", &published]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stdout.contains("beyond the chain's end"), "{}", r.stdout);
@@ -336,7 +352,8 @@ fn budget_changes_go_through_the_ledger() {
     assert_eq!(run(&data, &["budget"]).code, 0);
     let out = ok(&data, &["--as", "dora", "budget", "set", "--epsilon", "20", "--reason", "approved by the DPO on 2026-11-29"]);
     assert!(out.contains("by dora"), "{out}");
-    assert!(std::fs::read_to_string(data.join("dpq.toml")).unwrap().contains("epsilon = 20"));
+    let toml = std::fs::read_to_string(data.join("dpq.toml")).unwrap();
+    assert!(toml.contains("epsilon = \"20\""), "the budget is written as an exact decimal: {toml}");
     let log = ok(&data, &["budget", "--log"]);
     assert!(log.contains("dora") && log.contains("approved by the DPO"), "{log}");
     ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
