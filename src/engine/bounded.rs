@@ -354,6 +354,10 @@ pub async fn execute_bounded(sessions: &Sessions, plan: &BoundedPlan) -> Result<
 /// from the engine can quote a value from a private row (DESIGN §1). What the
 /// user learns is the class of failure and what to do.
 fn remote_error(sessions: &Sessions, _e: datafusion::error::DataFusionError) -> EngineError {
+    #[cfg(test)]
+    if std::env::var_os("DPQ_TEST_SHOW_ERRORS").is_some() {
+        eprintln!("(test only) withheld error: {_e}");
+    }
     match sessions.backend {
         super::session::Backend::Local => EngineError::Execution,
         super::session::Backend::Ballista(_) => EngineError::Data(
@@ -437,7 +441,13 @@ async fn for_each_unit(
         per_unit(unit_bytes, merged);
     };
     while let Some(batch) = stream.next().await {
-        let batch: RecordBatch = batch.map_err(|_| EngineError::Execution)?;
+        let batch: RecordBatch = batch.map_err(|_e| {
+            #[cfg(test)]
+            if std::env::var_os("DPQ_TEST_SHOW_ERRORS").is_some() {
+                eprintln!("(test only) withheld error: {_e}");
+            }
+            EngineError::Execution
+        })?;
         if batch.num_rows() == 0 {
             continue;
         }

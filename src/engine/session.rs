@@ -96,6 +96,17 @@ pub fn dpq_functions() -> Vec<Arc<ScalarUDF>> {
     out
 }
 
+/// The per-person aggregates under the totality wrapper (for registries that
+/// resolve functions by name, such as Ballista's).
+pub fn dpq_aggregate_functions() -> Vec<Arc<datafusion::logical_expr::AggregateUDF>> {
+    let defaults = SessionContext::new();
+    let state = defaults.state();
+    let mut out: Vec<_> = state.aggregate_functions().values().map(|f| super::total::total_agg(f.clone())).collect();
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    out.dedup_by(|a, b| a.name() == b.name());
+    out
+}
+
 impl Sessions {
     pub fn new(data: &Path, config: &Config, memory_limit: Option<u64>) -> Result<Sessions> {
         let data = std::fs::canonicalize(data).map_err(|e| EngineError::Data(format!("cannot open {}: {e}", data.display())))?;
@@ -161,6 +172,9 @@ impl Sessions {
                 // the scheduler and (standalone) executors resolve dpq's functions by name
                 for f in dpq_functions() {
                     state.register_udf(f).map_err(super::error::sql)?;
+                }
+                for f in dpq_aggregate_functions() {
+                    state.register_udaf(f).map_err(super::error::sql)?;
                 }
                 let ctx = if url == "standalone" { SessionContext::standalone_with_state(state).await } else { SessionContext::remote_with_state(url, state).await }
                     .map_err(|_| EngineError::Data(format!("cannot reach the Ballista scheduler at {url}\n  hint: start it with `dpq cluster scheduler` and at least one `dpq cluster executor`, or use --engine local")))?;

@@ -992,7 +992,16 @@ fn read_parquet(
 /// dry runs. `unit` names the privacy-unit column, `bounded` the bounded columns.
 pub fn check_bytes(bytes: &[u8], format: FileFormat, schema: &[ColumnSpec], unit: Option<&str>, bounded: &[String]) -> Result<(u64, u64), IngestError> {
     let path = Path::new("<memory>");
-    let ctx = FileCtx { data: path, table: "fuzz", path, unit: unit.map(|u| u.to_string()), bounded: bounded.to_vec(), progress: false, declared: None, one_row: false };
+    let ctx = FileCtx {
+        data: path,
+        table: "fuzz",
+        path,
+        unit: unit.map(|u| u.to_string()),
+        bounded: bounded.to_vec(),
+        progress: false,
+        declared: None,
+        one_row: false,
+    };
     let rules = Rules::new(schema, &ctx);
     let arrow = schema::arrow_schema(schema);
     let mut q = Quarantine::new(path, "fuzz", 0, path);

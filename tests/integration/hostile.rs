@@ -119,6 +119,20 @@ fn pairs_end_the_same_way() {
         "SELECT AVG(x) FROM (SELECT user_id, clamp(MAX(substr(emoji, 1, CASE WHEN {c} THEN -1 ELSE 1 END)) IS NULL, 0, 1) AS x FROM messages GROUP BY user_id) t",
         "SELECT AVG(c) FROM (SELECT user_id, clamp(SUM(CASE WHEN {c} THEN 9223372036854775807 ELSE 1 END), 0, 10) AS c FROM messages GROUP BY user_id) t",
         "SELECT AVG(c) FROM (SELECT user_id, clamp(AVG(CASE WHEN {c} THEN 9223372036854775807 ELSE 1 END), 0, 10) AS c FROM messages GROUP BY user_id) t",
+        // the second attack: a per-person aggregate whose accumulator fails (decimal AVG overflow)
+        "SELECT COUNT(*) FROM (SELECT user_id, AVG(CASE WHEN {c} THEN CAST(10000000000000000000000000000000000000 AS DECIMAL(38,0)) ELSE CAST(0 AS DECIMAL(38,0)) END) AS a FROM messages GROUP BY user_id) t WHERE a IS NOT NULL",
+        "SELECT COUNT(*) FROM (SELECT user_id, SUM(CASE WHEN {c} THEN CAST(99999999999999999999999999999999999999 AS DECIMAL(38,0)) ELSE CAST(0 AS DECIMAL(38,0)) END) AS a FROM messages GROUP BY user_id) t WHERE a IS NOT NULL",
+        // unary minus of a decimal beyond its precision
+        "SELECT COUNT(*) FROM messages WHERE -(CAST(CASE WHEN {c} THEN 2 ELSE 1 END AS DECIMAL(38,0)) * CAST(-85070591730234615865843651857942052864 AS DECIMAL(38,0))) > 0",
+        // later arguments and ORDER BY of a per-person aggregate
+        "SELECT COUNT(*) FROM (SELECT user_id, first_value(length ORDER BY 'x' ~ CASE WHEN {c} THEN '(' ELSE 'a' END) AS f FROM messages GROUP BY user_id) t WHERE f IS NOT NULL",
+        "SELECT COUNT(*) FROM (SELECT user_id, first_value(length ORDER BY substr(emoji, 1, CASE WHEN {c} THEN -1 ELSE 1 END)) AS f FROM messages GROUP BY user_id) t WHERE f IS NOT NULL",
+        "SELECT COUNT(*) FROM (SELECT user_id, count(length, 'x' ~ CASE WHEN {c} THEN '(' ELSE 'a' END) AS f FROM messages GROUP BY user_id) t WHERE f > 0",
+        // a failing public sub-query read only when private rows match
+        "SELECT COUNT(*) FROM (SELECT user_id, length FROM messages WHERE {c}) m JOIN (SELECT CAST(a.name AS BIGINT) AS n FROM emoji_catalog a CROSS JOIN emoji_catalog b) e ON m.length = e.n",
+        // memory amplified by one person's value
+        "SELECT COUNT(*) FROM (SELECT user_id, MAX(replace(replace(replace(replace(replace(replace(CASE WHEN {c} THEN 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' ELSE '' END, 'x', 'xxxxxxxxxx'), 'x', 'xxxxxxxxxx'), 'x', 'xxxxxxxxxx'), 'x', 'xxxxxxxxxx'), 'x', 'xxxxxxxxxx'), 'x', 'xxxxxxxxxx')) AS m FROM messages GROUP BY user_id) t WHERE m IS NOT NULL",
+        "SELECT COUNT(*) FROM messages WHERE character_length(regexp_replace(regexp_replace(CASE WHEN {c} THEN 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy' ELSE '' END, '(.*)', '$1$1$1$1$1$1$1$1$1$1'), '(.*)', '$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1$1')) > 0",
         // refused before any row is read, whatever the condition
         "SELECT COUNT(*) FROM messages WHERE CASE WHEN {c} THEN emoji SIMILAR TO '\\' ELSE TRUE END",
         "SELECT COUNT(*) FROM messages WHERE repeat(emoji, CASE WHEN {c} THEN 1000000000 ELSE 1 END) <> ''",

@@ -20,7 +20,7 @@ use datafusion::common::{Column, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
-use super::expr::{ColInfo, check_row_expr, finite, infer_bounds, integer_valued, is_literal, lit_f64, make_total};
+use super::expr::{ColInfo, finite, infer_bounds, integer_valued, is_literal, lit_f64, make_total};
 use super::{Agg, AggKind, Analyzer, Rel, refused};
 use crate::engine::error::Result;
 
@@ -123,6 +123,13 @@ impl Analyzer<'_> {
                 ));
             }
         };
+        if !matches!(kind, AggKind::Quantile { .. }) && (params.args.len() > 1 || !params.order_by.is_empty()) {
+            return Err(refused(
+                format!("{display}"),
+                "dpq releases this aggregate of one argument, without ORDER BY",
+                format!("write {}(x)", fname.to_uppercase()),
+            ));
+        }
         if params.distinct && kind != AggKind::CountUnits {
             return Err(refused(
                 format!("{display}"),
@@ -133,7 +140,6 @@ impl Analyzer<'_> {
         let mut bounds = None;
         let mut integer = false;
         if let Some(a) = &arg {
-            check_row_expr(a, "an aggregate argument")?;
             let info = self.expr_info(a, schema, rel)?;
             let ty = a.get_type(schema).map_err(crate::engine::error::sql)?;
             integer = integer_valued(a, schema);
@@ -156,7 +162,7 @@ impl Analyzer<'_> {
             }
         }
         let arg = match arg {
-            Some(a) => Some(make_total(a, schema)?),
+            Some(a) => Some(make_total(a, schema, "an aggregate argument")?),
             None => None,
         };
         Ok(Agg { kind, arg, bounds, integer, name: name.to_string(), out_type: out_type.clone(), display })

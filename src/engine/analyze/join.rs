@@ -12,7 +12,7 @@
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
 
-use super::expr::{ColInfo, check_row_expr, make_total};
+use super::expr::{ColInfo, make_total};
 use super::{Analyzer, Rel, check_no_subquery_exprs, refused};
 use crate::engine::error::Result;
 
@@ -67,15 +67,10 @@ impl Analyzer<'_> {
                 "use an INNER join, or put the private table on the preserved side",
             ));
         }
-        for e in plan.expressions() {
-            if l.private || r.private {
-                check_row_expr(&e, "a join condition")?;
-            }
-        }
         let exprs: Vec<Expr> = plan
             .expressions()
             .into_iter()
-            .map(|e| if l.private || r.private { make_total(e, &plan.schema().clone()) } else { Ok(e) })
+            .map(|e| if l.private || r.private { make_total(e, &plan.schema().clone(), "a join condition") } else { Ok(e) })
             .collect::<Result<_>>()?;
         // join conditions reference both sides: totals computed against the join schema
         let new_plan = plan.with_new_exprs(exprs, vec![l_plan, r_plan]).map_err(crate::engine::error::sql)?;

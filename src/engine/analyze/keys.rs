@@ -12,7 +12,7 @@ use std::sync::Arc;
 use datafusion::common::{Column, DFSchemaRef};
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
-use super::expr::{ColInfo, check_row_expr, infer_domain, make_total};
+use super::expr::{ColInfo, infer_domain, make_total};
 use super::{Analyzer, Key, Rel, refused};
 use crate::engine::error::{EngineError, Result};
 
@@ -21,7 +21,6 @@ impl Analyzer<'_> {
         if matches!(g, Expr::GroupingSet(_)) {
             return Err(refused("GROUPING SETS / ROLLUP / CUBE", "several groupings in one release are not supported", "run one query per grouping"));
         }
-        check_row_expr(g, "GROUP BY")?;
         let info = self.expr_info(g, schema, rel)?;
         if info.unit {
             return Err(refused(
@@ -30,7 +29,7 @@ impl Analyzer<'_> {
                 "aggregate over people: COUNT(DISTINCT <unit>), or summarise per person in a sub-query and aggregate that",
             ));
         }
-        let total = make_total(g.clone(), schema)?;
+        let total = make_total(g.clone(), schema, "GROUP BY")?;
         let data_type = g.get_type(schema).map_err(crate::engine::error::sql)?;
         let domain = infer_domain(g, schema, lookup).map(Arc::new);
         if domain.is_none() {

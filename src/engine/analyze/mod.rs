@@ -23,11 +23,13 @@ mod join;
 mod keys;
 mod per_person;
 mod post;
+pub mod public;
 mod rows;
 mod scan;
 mod set_ops;
 #[cfg(test)]
 mod test_util;
+mod verify;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -178,6 +180,9 @@ pub async fn load_public_domains(ctx: &SessionContext, config: &Config, loaded: 
 pub struct Analyzer<'a> {
     pub config: &'a Config,
     pub domains: &'a PublicDomains,
+    public: &'a public::PublicParts,
+    /// Inside a public part (described, not rewritten).
+    in_public: bool,
     tables: BTreeSet<String>,
 }
 
@@ -264,17 +269,23 @@ pub async fn analyze(ctx: &SessionContext, config: &Config, domains: &PublicDoma
     }
     // make implicit casts explicit, so that they can be made total
     let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(super::error::sql)?;
-    analyze_logical(config, domains, plan)
+    if !is_private_scan(config, &plan) {
+        let tables = tables_of(&plan);
+        return Ok(Analysis::Public { plan, tables });
+    }
+    let parts = public::evaluate(ctx, config, &plan).await?;
+    analyze_logical(config, domains, &parts, plan)
 }
 
-/// Analyse a type-coerced logical plan.
-pub fn analyze_logical(config: &Config, domains: &PublicDomains, plan: LogicalPlan) -> Result<Analysis> {
+/// Analyse a type-coerced logical plan whose public parts were evaluated.
+pub fn analyze_logical(config: &Config, domains: &PublicDomains, public: &public::PublicParts, plan: LogicalPlan) -> Result<Analysis> {
     let tables = tables_of(&plan);
     if !is_private_scan(config, &plan) {
         return Ok(Analysis::Public { plan, tables });
     }
-    let mut a = Analyzer { config, domains, tables: BTreeSet::new() };
+    let mut a = Analyzer { config, domains, public, in_public: false, tables: BTreeSet::new() };
     let q = a.dp_query(plan)?;
+    verify::verify_query(config, &q, matches!(public, public::PublicParts::Evaluated(_)))?;
     Ok(Analysis::Dp(Box::new(q)))
 }
 
@@ -385,8 +396,22 @@ impl Analyzer<'_> {
         })
     }
 
-    /// Analyse a source relation; returns it rewritten with total expressions.
+    /// Analyse a source relation; returns it rewritten with total expressions,
+    /// and its public parts replaced by their rows ([`public`]).
     fn rel(&mut self, plan: &LogicalPlan) -> Result<(LogicalPlan, Rel)> {
+        if self.in_public || is_private_scan(self.config, plan) || matches!(plan, LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_)) {
+            return self.rel_of(plan);
+        }
+        // a maximal public part: its columns are described from the original,
+        // and the private query reads its rows, evaluated beforehand
+        self.in_public = true;
+        let described = self.rel_of(plan);
+        self.in_public = false;
+        let (_, rel) = described?;
+        Ok((self.public.replacement(plan)?, rel))
+    }
+
+    fn rel_of(&mut self, plan: &LogicalPlan) -> Result<(LogicalPlan, Rel)> {
         match plan {
             LogicalPlan::TableScan(ts) => self.scan(plan, ts),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => self.constant_rows(plan),

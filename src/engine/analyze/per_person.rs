@@ -16,7 +16,7 @@ use datafusion::common::{Column, DFSchemaRef};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 
-use super::expr::{ColInfo, check_row_expr, finite, infer_bounds, infer_domain, make_total};
+use super::expr::{ColInfo, check_row_expr, finite, infer_bounds, infer_domain, make_total, make_total_aggregate};
 use super::{Analyzer, Rel, refused};
 use crate::engine::error::Result;
 
@@ -57,9 +57,12 @@ impl Analyzer<'_> {
         }
         // keep every output's name: the outer query refers to them
         let mut exprs = Vec::new();
-        for e in plan.expressions() {
-            let name = e.schema_name().to_string();
-            exprs.push(make_total(e, &schema)?.alias_if_changed(name).map_err(crate::engine::error::sql)?);
+        for g in &a.group_expr {
+            let name = g.schema_name().to_string();
+            exprs.push(make_total(g.clone(), &schema, "a sub-query GROUP BY")?.alias_if_changed(name).map_err(crate::engine::error::sql)?);
+        }
+        for e in &a.aggr_expr {
+            exprs.push(make_total_aggregate(e.clone(), &schema)?);
         }
         let new_plan = plan.with_new_exprs(exprs, vec![new_input]).map_err(crate::engine::error::sql)?;
         Ok((new_plan, Rel { cols, private: true }))

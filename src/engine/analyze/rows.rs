@@ -9,7 +9,7 @@
 
 use datafusion::logical_expr::LogicalPlan;
 
-use super::expr::{check_row_expr, make_total};
+use super::expr::make_total;
 use super::{Analyzer, Rel, check_no_subquery_exprs, refused};
 use crate::engine::error::{EngineError, Result};
 
@@ -35,9 +35,8 @@ impl Analyzer<'_> {
         };
         check_no_subquery_exprs(plan, &format!("{what} over private rows"))?;
         for e in plan.expressions() {
-            check_row_expr(&e, what)?;
             let name = e.schema_name().to_string();
-            let total = make_total(e, &schema)?;
+            let total = make_total(e, &schema, what)?;
             exprs.push(if matches!(plan, LogicalPlan::Projection(_)) { total.alias_if_changed(name).map_err(crate::engine::error::sql)? } else { total });
         }
         let new_plan = plan.with_new_exprs(exprs, vec![new_input]).map_err(crate::engine::error::sql)?;

@@ -106,7 +106,7 @@ mod tests {
         let state = crate::engine::session::test_context().state();
         let run = |p: datafusion::logical_expr::LogicalPlan| {
             let p = state.analyzer().execute_and_check(p, state.config_options(), |_, _| {}).unwrap();
-            super::super::analyze_logical(&config, &empty, p)
+            super::super::analyze_logical(&config, &empty, &super::super::public::PublicParts::AsIs, p)
         };
         assert!(run(scan("messages").aggregate(vec![col("chat_kind")], vec![count(lit(1))]).unwrap().build().unwrap()).is_ok());
         let e = run(scan("messages").aggregate(vec![col("emoji")], vec![count(lit(1))]).unwrap().build().unwrap()).unwrap_err().to_string();

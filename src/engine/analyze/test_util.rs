@@ -51,7 +51,7 @@ pub fn analyze_plan(plan: LogicalPlan) -> Result<Analysis> {
     let domains = domains();
     let state = crate::engine::session::test_context().state();
     let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(crate::engine::error::sql)?;
-    super::analyze_logical(&config, &domains, plan)
+    super::analyze_logical(&config, &domains, &super::public::PublicParts::AsIs, plan)
 }
 
 /// The DP query of `plan`; panics when it is refused or public.

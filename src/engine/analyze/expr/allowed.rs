@@ -298,6 +298,12 @@ fn check_node(node: &Expr, context: &str) -> Option<EngineError> {
         Expr::BinaryExpr(b) => {
             if OPERATORS.contains(&b.op) {
                 None
+            } else if matches!(b.op, Operator::RegexMatch | Operator::RegexIMatch | Operator::RegexNotMatch | Operator::RegexNotIMatch) {
+                Some(refused(
+                    format!("operator `{}` in {context}", b.op),
+                    "a regular expression operator takes its pattern from any expression, and a pattern built from private values could fail to compile",
+                    "use regexp_like(x, 'pattern') with a literal pattern, or LIKE",
+                ))
             } else {
                 Some(refused(
                     format!("operator `{}` in {context}", b.op),

@@ -433,7 +433,7 @@ fn run_case(ctx: &SessionContext, case: &Case) -> Outcome {
     if check_row_expr(&coerced, "the harness").is_err() {
         return Outcome::Planning;
     }
-    let Ok(total) = make_total(coerced.clone(), &schema) else { return Outcome::Planning };
+    let Ok(total) = make_total(coerced.clone(), &schema, "the harness") else { return Outcome::Planning };
     {
         use datafusion::logical_expr::ExprSchemable;
         assert_eq!(total.get_type(&schema).ok(), coerced.get_type(&schema).ok(), "{}: the total form changes the type", case.label);
@@ -628,11 +628,10 @@ fn sql_cases() -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn through_the_bounded_executor() {
+/// A dataset with one table `adv` of adversarial rows over 7 people: every
+/// stored type's adversarial values, cycled.
+fn adversarial_dataset() -> (tempfile::TempDir, crate::dataset::Dataset) {
     use crate::dataset::Dataset;
-    use crate::engine::{Engine, Prepared, params_from};
-    crate::engine::total::install_quiet_hook_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("adv");
     std::fs::create_dir_all(&data).unwrap();
@@ -641,7 +640,6 @@ fn through_the_bounded_executor() {
         "[budget]\nepsilon = 1000000\ndelta = 1e-6\n[tables.adv]\nprivacy_unit = \"u\"\n[tables.adv.columns.c_int]\nbounds = [-100, 100]\n",
     )
     .unwrap();
-    // every stored type's adversarial values, cycled, over 7 people
     let types = [
         ("c_int", DataType::Int64),
         ("c_float", DataType::Float64),
@@ -668,6 +666,14 @@ fn through_the_bounded_executor() {
     let o = crate::ingest::IngestOptions { dataset: None, table: "adv".into(), files: vec![file], force: false, format: None, progress: false };
     let s = crate::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     assert_eq!(s.table_rows, n as u64, "every adversarial row is stored");
+    (dir, ds)
+}
+
+#[test]
+fn through_the_bounded_executor() {
+    use crate::engine::{Engine, Prepared, params_from};
+    crate::engine::total::install_quiet_hook_for_tests();
+    let (_dir, ds) = adversarial_dataset();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let engine = Engine::open(&ds, None).await.unwrap();
@@ -703,5 +709,78 @@ fn through_the_bounded_executor() {
                 panic!("{context}: the bounded executor failed: {e}");
             }
         }
+    });
+}
+
+/// Every aggregate a per-person sub-query admits, over every adversarial
+/// argument (and DISTINCT / ORDER BY / WITHIN GROUP forms), run through the
+/// bounded executor: no group's accumulator failure fails the query.
+#[test]
+fn every_per_person_aggregate_is_total() {
+    use crate::engine::{Engine, Prepared, params_from};
+    crate::engine::total::install_quiet_hook_for_tests();
+    let (_dir, ds) = adversarial_dataset();
+    let args = [
+        "c_int",
+        "c_float",
+        "c_str",
+        "c_ts",
+        "c_date",
+        "c_bool",
+        "c_int * 9223372036854775807",
+        "CAST(c_int AS DECIMAL(38,0)) * CAST(99999999999999999999999999999999999999 AS DECIMAL(38,0))",
+        "CAST(c_int AS DECIMAL(38,0)) * CAST(-85070591730234615865843651857942052864 AS DECIMAL(38,0))",
+        "CAST(c_float AS DECIMAL(12,2))",
+        "-c_int",
+    ];
+    let forms = [
+        "count({a})",
+        "count(DISTINCT {a})",
+        "sum({a})",
+        "sum(DISTINCT {a})",
+        "avg({a})",
+        "min({a})",
+        "max({a})",
+        "median({a})",
+        "approx_median({a})",
+        "approx_percentile_cont({a}, 0.5)",
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY {a})",
+        "var({a})",
+        "var_pop({a})",
+        "stddev({a})",
+        "stddev_pop({a})",
+        "first_value({a} ORDER BY {a})",
+        "last_value({a} ORDER BY c_str)",
+        "bool_and({a})",
+        "bool_or({a})",
+        "approx_distinct({a})",
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let engine = Engine::open(&ds, None).await.unwrap();
+        let p = params_from(&ds.config, Some("1".parse().unwrap()), Some("1e-7".parse().unwrap()), None, None, None, None, None, false);
+        let sql = |agg: &str| format!("SELECT COUNT(*) FROM (SELECT u, {agg} AS a FROM adv GROUP BY u) t WHERE a IS NULL");
+        let mut planned: Vec<String> = Vec::new();
+        for f in forms {
+            let mut any = false;
+            for a in args {
+                let agg = f.replace("{a}", a);
+                if engine.prepare(&sql(&agg), &p).await.is_ok() {
+                    planned.push(agg);
+                    any = true;
+                }
+            }
+            assert!(any, "`{f}`: no argument plans through the analyser");
+        }
+        println!("per-person aggregates: {} cases", planned.len());
+        let mut failed = Vec::new();
+        for agg in &planned {
+            let prepared = engine.prepare(&sql(agg), &p).await.unwrap();
+            let Prepared::Dp { query, cal, .. } = &prepared else { panic!("{agg}: not a DP query") };
+            if let Err(e) = engine.compute(query, cal, [7u8; 32]).await {
+                failed.push(format!("{agg}: {e}"));
+            }
+        }
+        assert!(failed.is_empty(), "per-person aggregates that fail the query:\n{}", failed.join("\n"));
     });
 }

@@ -23,7 +23,7 @@ use datafusion::logical_expr::Expr;
 pub use allowed::check_row_expr;
 pub use bounds::{finite, infer_bounds, integer_valued};
 pub use domain::infer_domain;
-pub use total::{clamp_expr, make_total};
+pub use total::{clamp_expr, make_total, make_total_aggregate};
 
 /// What is known about one column of a relation.
 #[derive(Debug, Clone, Default)]

@@ -21,31 +21,62 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::logical_expr::expr::{Case, Cast, Like, ScalarFunction, TryCast};
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams, Case, Cast, Like, ScalarFunction, Sort as SortExpr, TryCast};
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, lit, when};
 
 use super::super::super::error::{Result, internal, refused};
 use super::allowed::{Totality, contract};
-use crate::engine::total::{WRAPPED_OPERATORS, is_total, total_cast, total_fn, total_op};
+use crate::engine::total::{WRAPPED_OPERATORS, is_total, total_agg, total_cast, total_fn, total_op};
 
 /// `clamp(x, lo, hi)` with built-in functions only: NULL stays NULL, NaN stays
 /// NaN (callers drop it), others are clamped. (`least`/`greatest` alone would
 /// turn NULL into a bound.)
 pub fn clamp_expr(x: Expr, lo: Expr, hi: Expr) -> Expr {
-    let xf = datafusion::logical_expr::cast(x, DataType::Float64);
-    when(xf.clone().is_null(), lit(ScalarValue::Float64(None)))
-        .when(datafusion::functions::math::expr_fn::isnan(xf.clone()), xf.clone())
-        .otherwise(datafusion::functions::expr_fn::least(vec![
-            datafusion::functions::expr_fn::greatest(vec![xf, datafusion::logical_expr::cast(lo, DataType::Float64)]),
-            datafusion::logical_expr::cast(hi, DataType::Float64),
-        ]))
-        .expect("CASE builds")
+    let f64 = |e: Expr| total_cast().call(vec![e, lit(ScalarValue::Float64(None))]);
+    let xf = f64(x);
+    let isnan = total_fn(datafusion::functions::math::isnan()).call(vec![xf.clone()]);
+    let greatest = total_fn(datafusion::functions::core::greatest()).call(vec![xf.clone(), f64(lo)]);
+    let least = total_fn(datafusion::functions::core::least()).call(vec![greatest, f64(hi)]);
+    when(xf.clone().is_null(), lit(ScalarValue::Float64(None))).when(isnan, xf).otherwise(least).expect("CASE builds")
 }
 
-/// Make an accepted expression total (see the module table).
-pub fn make_total(e: Expr, schema: &DFSchema) -> Result<Expr> {
+/// Check that `e` is accepted over private rows ([`super::allowed`]) and make
+/// it total (see the module table). The check and the rewrite are one call, so
+/// that no expression can be made total without being checked; `context`
+/// names the clause in refusals.
+pub fn make_total(e: Expr, schema: &DFSchema, context: &str) -> Result<Expr> {
+    super::allowed::check_row_expr(&e, context)?;
     let out = e.transform_up(|node| total_node(node, schema)).map_err(super::super::super::error::sql)?;
     Ok(out.data)
+}
+
+/// A per-person aggregate made total: every argument and `ORDER BY`
+/// expression checked and made total, and the function evaluated under
+/// [`TotalAgg`](crate::engine::total::TotalAgg) (a group whose accumulator
+/// fails yields NULL). The output keeps its name.
+pub fn make_total_aggregate(e: Expr, schema: &DFSchema) -> Result<Expr> {
+    let name = e.schema_name().to_string();
+    let inner = match e {
+        Expr::Alias(a) => *a.expr,
+        other => other,
+    };
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+        return Err(internal("a per-person aggregate that is not an aggregate function reached the totality rewrite"));
+    };
+    if params.filter.is_some() {
+        return Err(refused("FILTER in a per-person sub-query", "not supported", "use CASE WHEN inside the aggregate"));
+    }
+    let args = params.args.into_iter().map(|a| make_total(a, schema, "a per-person aggregate")).collect::<Result<Vec<_>>>()?;
+    let order_by = params
+        .order_by
+        .into_iter()
+        .map(|s| Ok(SortExpr { expr: make_total(s.expr, schema, "the ORDER BY of a per-person aggregate")?, ..s }))
+        .collect::<Result<Vec<_>>>()?;
+    let out = Expr::AggregateFunction(AggregateFunction {
+        func: total_agg(func),
+        params: AggregateFunctionParams { args, distinct: params.distinct, filter: None, order_by, null_treatment: params.null_treatment },
+    });
+    out.alias_if_changed(name).map_err(super::super::super::error::sql)
 }
 
 fn total_node(node: Expr, schema: &DFSchema) -> datafusion::common::Result<Transformed<Expr>> {
@@ -90,13 +121,30 @@ fn total_node(node: Expr, schema: &DFSchema) -> datafusion::common::Result<Trans
             }
         }
         Expr::Negative(inner) => {
-            let ty = inner.get_type(schema).unwrap_or(DataType::Null);
-            if ty.is_integer() || matches!(ty, DataType::Interval(_) | DataType::Duration(_)) {
-                Transformed::yes(total_op(Operator::Minus).call(vec![lit(ScalarValue::new_zero(&ty)?), *inner]))
-            } else {
-                Transformed::no(Expr::Negative(inner))
+            // every type: −MIN overflows integers, and a decimal computed by a
+            // wrapped operator can hold a value beyond its declared precision
+            // (found by the attack on the first version: −(i128::MIN))
+            let ty = inner.get_type(schema)?;
+            match ScalarValue::new_zero(&ty) {
+                Ok(zero) => {
+                    let minus = total_op(Operator::Minus).call(vec![lit(zero), *inner]);
+                    // 0 − x widens a decimal's precision by one: keep the type
+                    if minus.get_type(schema)? == ty {
+                        Transformed::yes(minus)
+                    } else {
+                        Transformed::yes(total_cast().call(vec![minus, lit(ScalarValue::try_from(&ty)?)]))
+                    }
+                }
+                Err(_) if ty == DataType::Null => Transformed::yes(lit(ScalarValue::Null)),
+                Err(_) => return Err(datafusion::error::DataFusionError::Plan(format!("unary minus of type {ty} over private rows is not understood"))),
             }
         }
+        Expr::BinaryExpr(b) if super::super::verify::TOTAL_OPERATORS.contains(&b.op) => Transformed::no(Expr::BinaryExpr(b)),
+        Expr::BinaryExpr(b) => {
+            return Err(datafusion::error::DataFusionError::Plan(format!("internal: operator `{}` reached the totality rewrite unchecked", b.op)));
+        }
+        // the rest is total as it is (see the module table); the verifier
+        // (`verify.rs`) checks the result independently
         other => Transformed::no(other),
     })
 }
@@ -174,14 +222,4 @@ pub fn check_pattern(l: &Like, similar: bool) -> std::result::Result<(), String>
 /// in range (the bounded plan's encoding); they are not user-facing.
 pub fn is_internal(e: &Expr) -> bool {
     matches!(e, Expr::ScalarFunction(f) if is_total(&f.func))
-}
-
-/// An internal error for a construct the rewrite does not handle.
-pub fn unhandled(what: &str) -> crate::engine::error::EngineError {
-    internal(format!("the totality rewrite met `{what}`"))
-}
-
-#[allow(dead_code)]
-fn _refused_placeholder() -> crate::engine::error::EngineError {
-    refused("", "", "")
 }
