@@ -23,6 +23,7 @@ fn req(i: u64) -> ChargeRequest {
         data_version: "v1".into(),
         analyst: "bench".into(),
         quota: None,
+        fresh: false,
     }
 }
 
@@ -30,7 +31,12 @@ fn main() {
     let max: u64 = std::env::var("DPQ_BENCH_MAX").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let binding = Binding { tables: vec![], config_budget: ("1000000".parse::<Amount>().unwrap(), "1e-6".parse().unwrap()), config_file: "dpq.toml".into() };
+    let binding = Binding {
+        tables: vec![],
+        config_budget: ("1000000".parse::<Amount>().unwrap(), "1e-6".parse().unwrap()),
+        config_file: "dpq.toml".into(),
+        policy: Default::default(),
+    };
     let mut l = Ledger::open(&path, &binding, "bench").unwrap();
     println!("{:>9}  {:>12}  {:>12}  {:>12}", "entries", "fresh ms", "replay ms", "status ms");
     let mut made = 1u64;

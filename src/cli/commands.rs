@@ -16,7 +16,9 @@ use crate::privacy::amount::Amount;
 pub fn run(args: Args) -> Result<()> {
     let data = args.data.clone();
     let analyst = crate::ledger::analyst(args.analyst.as_deref());
-    let caller = crate::engine::Caller { analyst: analyst.clone(), quota: None };
+    // quotas come from the dataset's analysts.toml (loaded where a dataset is opened)
+    let quota_of = |dir: &Path| -> Result<Option<(Amount, Amount)>> { Ok(crate::config::analysts::Analysts::load(dir)?.quota(&analyst)) };
+    let caller_for = |dir: &Path| -> Result<crate::engine::Caller> { Ok(crate::engine::Caller { analyst: analyst.clone(), quota: quota_of(dir)? }) };
     match args.command {
         Command::Init { dir } => {
             Dataset::init(&dir)?;
@@ -52,7 +54,9 @@ pub fn run(args: Args) -> Result<()> {
             print_ingest(&s);
             Ok(())
         }
-        Command::Demo { out, users, days, seed, messages_per_day } => demo(&out, users, days, seed, messages_per_day, &caller),
+        Command::Demo { out, users, days, seed, messages_per_day } => {
+            demo(&out, users, days, seed, messages_per_day, &crate::engine::Caller { analyst: analyst.clone(), quota: None })
+        }
         Command::Query { sql, privacy, format, fresh } => {
             let ds = Dataset::open(&data)?;
             let params = params(&ds, &privacy)?;
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
                 let mut ledger = ds.ledger(&analyst)?;
                 ledger.ensure_current()?;
                 let spinner = super::progress::spinner(super::progress::wanted(), "running the DP query");
+                let caller = caller_for(&ds.dir)?;
                 let r = engine.run(&prepared, &mut ledger, fresh, &caller).await;
                 spinner.finish_and_clear();
                 print!("{}", output::render(&r?, format));
@@ -77,7 +82,8 @@ pub fn run(args: Args) -> Result<()> {
                 let engine = open_engine(&ds, mem, &privacy.engine).await?;
                 let prepared = engine.prepare(&sql, &params).await?;
                 let ledger = ds.ledger(&analyst)?;
-                let e = crate::engine::explain::explain(&prepared, Some(ledger.status()?.remaining_epsilon().to_f64()))?;
+                let recent = crate::engine::explain::recent_limits(&ledger, &prepared);
+                let e = crate::engine::explain::explain(&prepared, Some(ledger.status()?.remaining_epsilon().to_f64()), recent)?;
                 match format {
                     OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&e)?),
                     _ => print!("{}", e.to_text()),
@@ -98,6 +104,19 @@ pub fn run(args: Args) -> Result<()> {
                     }
                     let st = ledger.accept_policy(&reason, &analyst)?;
                     println!("recorded dpq.toml's privacy settings as ledger entry {} by {analyst}: {reason}", st.entries);
+                    return Ok(());
+                }
+                Some(super::BudgetAction::Reopen { reason }) => {
+                    if reason.trim().is_empty() {
+                        return Err(UsageError("--reason must say why the ledger can be reopened".into()).into());
+                    }
+                    let v = ledger.reopen(&reason, &analyst)?;
+                    if !v.ok {
+                        eprintln!("the ledger still does not verify: {}", v.problem.as_deref().unwrap_or("?"));
+                        eprintln!("  restore ledger.db and ledger.anchor from a backup, then run this again");
+                        std::process::exit(1);
+                    }
+                    println!("the ledger verifies and is open; the reopening is recorded by {analyst}: {reason}");
                     return Ok(());
                 }
                 None => {}
@@ -183,6 +202,7 @@ pub fn run(args: Args) -> Result<()> {
                     return Ok(());
                 }
                 let spinner = super::progress::spinner(super::progress::wanted(), "computing the report");
+                let caller = caller_for(&ds.dir)?;
                 let r = crate::report::run(&engine, &spec, &p, &mut ledger, fresh, &caller).await;
                 spinner.finish_and_clear();
                 let r = r?;
@@ -431,7 +451,13 @@ pub fn params(ds: &Dataset, p: &PrivacyArgs) -> Result<QueryParams> {
         p.max_rows_per_group,
         p.mechanism.map(Into::into),
         p.confidence,
-        p.auto_bounds,
+        if p.fixed_bounds {
+            Some(false)
+        } else if p.auto_bounds {
+            Some(true)
+        } else {
+            None
+        },
     ))
 }
 

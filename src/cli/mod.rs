@@ -183,6 +183,13 @@ pub enum BudgetAction {
         #[arg(long)]
         reason: String,
     },
+    /// Reopen a ledger closed by a recorded verification failure, once it
+    /// verifies again (restored from a backup, or a false alarm): records who and why.
+    Reopen {
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -214,9 +221,12 @@ pub struct PrivacyArgs {
     /// Confidence level of the reported intervals.
     #[arg(long)]
     pub confidence: Option<f64>,
-    /// Spend a share of ε on DP quantiles of per-person contributions to choose the bounds.
-    #[arg(long)]
+    /// Choose the contribution limits from the data (the default unless a --max-… limit is given).
+    #[arg(long, conflicts_with = "fixed_bounds")]
     pub auto_bounds: bool,
+    /// Use the fixed limits of dpq.toml ([defaults] max_…) instead of choosing them from the data.
+    #[arg(long)]
+    pub fixed_bounds: bool,
     /// Query memory limit before spilling, e.g. 2GiB.
     #[arg(long)]
     pub memory_limit: Option<String>,

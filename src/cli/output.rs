@@ -37,12 +37,23 @@ pub fn fmt_f(f: f64) -> String {
     }
 }
 
+/// A noisy cell: `value ± half-width` when its interval is symmetric about the
+/// value, else `value [lo, hi]` (a count clipped at 0, a mean's ratio interval,
+/// a quantile's rank interval).
 pub fn cell_text(v: &Value) -> String {
     match v {
         Value::Object(o) if o.contains_key("ci_low") => {
             let lo = o["ci_low"].as_f64().unwrap_or(f64::NAN);
             let hi = o["ci_high"].as_f64().unwrap_or(f64::NAN);
-            format!("{} ± {}", num(&o["value"]), fmt_f((hi - lo) / 2.0))
+            let x = o["value"].as_f64().unwrap_or(f64::NAN);
+            let half = (hi - lo) / 2.0;
+            if !lo.is_finite() || !hi.is_finite() {
+                format!("{} (interval unbounded: not enough data at this ε)", num(&o["value"]))
+            } else if x.is_finite() && ((x - lo) - (hi - x)).abs() <= 0.01 * half.abs().max(1e-12) {
+                format!("{} ± {}", num(&o["value"]), fmt_f(half))
+            } else {
+                format!("{} [{}, {}]", num(&o["value"]), fmt_f(lo), fmt_f(hi))
+            }
         }
         other => num(other),
     }
@@ -57,6 +68,7 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
                 "column_types": r.columns,
                 "rows": r.rows,
                 "privacy": r.privacy,
+                "bias": r.bias,
                 "notes": r.notes,
             });
             serde_json::to_string_pretty(&v).unwrap() + "\n"
@@ -72,6 +84,21 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
                     }
                 }
             }
+            // the privacy metadata, on every row (CSV has no other place a reader keeps)
+            let meta: Vec<(&str, String)> = match &r.privacy {
+                Some(p) => vec![
+                    ("dpq_epsilon", p.charged_epsilon.clone()),
+                    ("dpq_delta", p.charged_delta.clone()),
+                    ("dpq_ledger_entry", p.entry.map(|e| e.to_string()).unwrap_or_default()),
+                    ("dpq_replayed", p.replayed.to_string()),
+                    ("dpq_mechanism", p.mechanism.clone()),
+                    ("dpq_bounding", p.bounding.clone()),
+                    ("dpq_share_of_people_cut", r.bias.as_ref().and_then(|b| b.share_of_people_cut).map(|x| x.to_string()).unwrap_or_default()),
+                    ("dpq_result_hash", p.result_hash.clone().unwrap_or_default()),
+                ],
+                None => vec![],
+            };
+            header.extend(meta.iter().map(|(k, _)| k.to_string()));
             w.write_record(&header).unwrap();
             for row in &r.rows {
                 let mut rec = Vec::new();
@@ -97,6 +124,7 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
                         });
                     }
                 }
+                rec.extend(meta.iter().map(|(_, v)| v.clone()));
                 w.write_record(&rec).unwrap();
             }
             String::from_utf8(w.into_inner().unwrap()).unwrap()
@@ -120,6 +148,9 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
                     p.mechanism,
                     p.bounding
                 ));
+            }
+            if let Some(b) = &r.bias {
+                s.push_str(&format!("{}: {}\n", if b.warning { "WARNING bias" } else { "bias" }, b.text));
             }
             for n in &r.notes {
                 s.push_str(&format!("note: {n}\n"));

@@ -4,6 +4,7 @@
 //! Bounds and key domains come from here (or from the query text), never from the
 //! private data. Every validation error names the file, the key and the fix.
 
+pub mod analysts;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,9 @@ pub struct Defaults {
     pub mechanism: MechanismKind,
     pub partition_selection: PartitionSelectionKind,
     pub confidence: f64,
-    /// Share of a query's ε spent on choosing bounds with `--auto-bounds`.
+    /// Choose contribution limits from the data (a DP release) unless limits are given.
+    pub auto_bounds: bool,
+    /// Share of a query's ε spent on choosing the limits and estimating what they cut.
     pub auto_bounds_share: f64,
     /// Memory limit for query execution, e.g. "2GiB".
     pub memory_limit: Option<String>,
@@ -161,6 +164,7 @@ struct RawDefaults {
     mechanism: Option<MechanismKind>,
     partition_selection: Option<PartitionSelectionKind>,
     confidence: Option<f64>,
+    auto_bounds: Option<bool>,
     auto_bounds_share: Option<f64>,
     memory_limit: Option<String>,
 }
@@ -245,6 +249,7 @@ impl Config {
             mechanism: None,
             partition_selection: None,
             confidence: None,
+            auto_bounds: None,
             auto_bounds_share: None,
             memory_limit: None,
         });
@@ -284,6 +289,7 @@ impl Config {
             mechanism: rd.mechanism.unwrap_or_default(),
             partition_selection: rd.partition_selection.unwrap_or_default(),
             confidence,
+            auto_bounds: rd.auto_bounds.unwrap_or(true),
             auto_bounds_share,
             memory_limit: rd.memory_limit,
         };
@@ -609,13 +615,17 @@ delta = 1e-6
 # Per-query defaults; each can be overridden on the command line.
 epsilon = 0.5              # --epsilon
 delta = 1e-8               # --delta; needed (> 0) to GROUP BY a column without a domain
+auto_bounds = true         # choose each query's contribution limits from the data (a DP
+                           # release, auto_bounds_share of its ε) to minimise bias plus
+                           # noise, and estimate what they cut; false: the fixed limits below
+auto_bounds_share = 0.1    # share of ε spent choosing limits and estimating what they cut
+# fixed limits: used when auto_bounds = false or a --max-… flag is given
 max_rows_per_unit = 100    # L1 bound: rows one person may add to one query in total
 max_groups_per_unit = 4    # L0 bound: GROUP BY groups one person may touch
 max_rows_per_group = 20    # Linf bound: rows one person adds to one group
 mechanism = "laplace"      # or "gaussian" (zCDP; needs delta > 0)
 partition_selection = "optimal"   # or "laplace" (thresholding)
 confidence = 0.95          # level of the reported confidence intervals
-auto_bounds_share = 0.1    # share of ε spent choosing bounds with --auto-bounds
 # memory_limit = "4GiB"    # query memory before spilling to disk
 
 # ---- tables written by `dpq generate` ----

@@ -22,6 +22,14 @@ pub enum EngineError {
     Invalid(String),
     #[error("internal error (a bug in dpq): {0}\n  please report it with the command you ran; nothing was released")]
     Internal(String),
+    #[error(
+        "post-processing of the noisy result failed (a cast, division or function over the released values); its message is withheld because it would show noisy values"
+    )]
+    PostProcessing,
+    #[error(
+        "this question's charge (ledger entry {entry}) ended in an error, which is its recorded outcome: {message}\n  noise was drawn for it, so asking again cannot draw new noise for free: running it again replays this failure; change the query, or use --fresh to pay for a new attempt"
+    )]
+    Failed { entry: i64, message: String },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -33,6 +41,16 @@ pub fn refused(construct: impl Into<String>, why: impl Into<String>, fix: impl I
 /// A dpq bug: a state its own code should never reach.
 pub fn internal(what: impl Into<String>) -> EngineError {
     EngineError::Internal(what.into())
+}
+
+/// An error raised after a charge, as it may be shown and recorded: nothing
+/// computed from private rows or noise (an engine message could quote a noisy
+/// value; see `protocol`).
+pub fn after_charge(e: EngineError) -> EngineError {
+    match e {
+        EngineError::Sql(_) => EngineError::PostProcessing,
+        other => other,
+    }
 }
 
 /// A planning error from DataFusion: it concerns the query text only.

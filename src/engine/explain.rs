@@ -10,7 +10,9 @@ use super::analyze::DpQuery;
 use super::bounded;
 use super::error::Result;
 use super::plan::{AggMechanism, Calibration, QueryParams};
+use crate::privacy::bounding::Family;
 use crate::privacy::mechanisms::Mechanism;
+use crate::privacy::mechanisms::auto_bounds::Limits;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CellAccuracy {
@@ -55,9 +57,15 @@ pub struct Explanation {
     pub bounded_plan: Option<String>,
     pub budget_before: Option<f64>,
     pub budget_after: Option<f64>,
+    /// Where the limits the predictions use come from.
+    pub limits_source: Option<String>,
+    /// Why the query would be refused for lack of budget, if it would be.
+    pub refused: Option<String>,
 }
 
-pub fn explain(p: &Prepared, remaining_epsilon: Option<f64>) -> Result<Explanation> {
+/// Explain a prepared query. `recent`: the limits the last answer on the same
+/// tables used (from the ledger), for predictions under auto-bounds.
+pub fn explain(p: &Prepared, remaining_epsilon: Option<f64>, recent: Option<Family>) -> Result<Explanation> {
     match p {
         Prepared::Public { tables, sql, .. } => Ok(Explanation {
             sql: sql.clone(),
@@ -78,12 +86,71 @@ pub fn explain(p: &Prepared, remaining_epsilon: Option<f64>) -> Result<Explanati
             bounded_plan: None,
             budget_before: remaining_epsilon,
             budget_after: remaining_epsilon,
+            limits_source: None,
+            refused: None,
         }),
-        Prepared::Dp { query, cal, params, sql, .. } => dp(query, cal, params, sql, remaining_epsilon),
+        Prepared::Dp { query, cal, params, sql, .. } => dp(query, cal, params, sql, remaining_epsilon, recent),
     }
 }
 
-fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining: Option<f64>) -> Result<Explanation> {
+/// The limits the last answer on `q`'s tables used with `q`'s bounding family
+/// (from the ledger's result entries; public: they are part of the record).
+pub fn recent_limits(ledger: &crate::ledger::Ledger, p: &Prepared) -> Option<Family> {
+    let Prepared::Dp { query, params, .. } = p else { return None };
+    let want_l1 = super::plan::auto_choice(query, params) == crate::privacy::mechanisms::auto_bounds::Choose::RowsPerUnit;
+    let tables = serde_json::to_value(&query.tables).ok()?;
+    let entries = ledger.recent_results(500).ok()?;
+    entries.into_iter().find_map(|params| {
+        if params.get("tables") != Some(&tables) {
+            return None;
+        }
+        let f: Family = serde_json::from_value(params.get("family")?.clone()).ok()?;
+        (matches!(f, Family::L1 { .. }) == want_l1).then_some(f)
+    })
+}
+
+/// Four significant digits, plainly.
+fn sig(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format!("{x}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let s = format!("{x:.digits$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// Sizes of a group the error of a mean is stated at (it scales as 1/n).
+pub const MEAN_N: [f64; 3] = [100.0, 1_000.0, 10_000.0];
+
+fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remaining: Option<f64>, recent: Option<Family>) -> Result<Explanation> {
+    // under auto-bounds the limits are chosen when the query runs; predict with
+    // the ones the last answer on these tables used, else with dpq.toml's
+    let (cal, limits_source) = match (&cal0.auto_bounds, recent) {
+        (Some(_), Some(f)) => {
+            let l = Limits {
+                max_rows_per_unit: f.groups_per_unit().max(f.rows_per_group()),
+                max_groups_per_unit: f.groups_per_unit(),
+                max_rows_per_group: f.rows_per_group(),
+            };
+            let l = match f {
+                Family::L1 { max_rows_per_unit } => Limits { max_rows_per_unit, ..l },
+                Family::L0Linf { .. } => l,
+            };
+            let (c, _) = cal0.with_limits(q, l)?;
+            (c, Some(format!("chosen from the data when the query runs; predicted with the limits the last answer on these tables used ({})", f.describe())))
+        }
+        (Some(_), None) => {
+            let (c, l0, linf) = super::plan::configured_bounds(q, params);
+            let (c, _) = cal0.with_limits(q, Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf })?;
+            let text = format!(
+                "chosen from the data when the query runs; no answer on these tables recorded its limits yet, so predicted with dpq.toml's fixed limits ({})",
+                c.family.describe()
+            );
+            (c, Some(text))
+        }
+        (None, _) => (cal0.clone(), None),
+    };
+    let cal = &cal;
     let mut cells = Vec::new();
     for (j, ap) in cal.aggs.iter().enumerate() {
         let a = &q.aggs[j];
@@ -96,8 +163,21 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
         let (stddev, hw, note) = match &ap.mechanism {
             AggMechanism::Count(c) => (Some(c.noise.stddev()), Some(c.halfwidth(cal.confidence)), None),
             AggMechanism::Sum(m) => (Some(m.noise.stddev() * m.grid.size()), Some(m.halfwidth(cal.confidence)), None),
-            AggMechanism::Mean(_) | AggMechanism::Variance(_) => {
-                (None, None, Some("error depends on the number of values n (≈ noise stddev of the sum / n); see components".to_string()))
+            AggMechanism::Mean(m) => {
+                let g = m.grid.size();
+                let z = crate::privacy::special::normal_isf((1.0 - cal.confidence) / 2.0);
+                let at: Vec<String> = MEAN_N.iter().map(|n| format!("±{} at n = {n}", sig(z * m.sum.stddev() * g / n))).collect();
+                (
+                    None,
+                    None,
+                    Some(format!("{:.0}% interval in value units, for n values in a group (it shrinks as 1/n): {}", cal.confidence * 100.0, at.join(", "))),
+                )
+            }
+            AggMechanism::Variance(v) => {
+                let g = v.grid.size();
+                let z = crate::privacy::special::normal_isf((1.0 - cal.confidence) / 2.0);
+                let at: Vec<String> = MEAN_N.iter().map(|n| format!("variance ±{} at n = {n}", sig(z * v.squares.stddev() * g * g / n))).collect();
+                (None, None, Some(format!("{:.0}% interval, for n values in a group (it shrinks as 1/n): {}", cal.confidence * 100.0, at.join(", "))))
             }
             AggMechanism::Quantile(m) => {
                 let level = m.level;
@@ -107,12 +187,15 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
                     None,
                     None,
                     Some(format!(
-                        "exponential mechanism over {} bins of [{}, {}]; with probability {:.0}% the released value's rank is within ±{:.0} values of the target rank",
+                        "exponential mechanism over {} bins of [{}, {}] (bin width {}); with probability {:.0}% the released value's rank is within ±{:.0} values of the target rank — in a group of n values, ±{:.1} percentile points ({})",
                         dom.bins,
                         dom.lo,
                         dom.hi,
+                        sig((dom.hi - dom.lo) / dom.bins as f64),
                         cal.confidence * 100.0,
-                        r
+                        r,
+                        100.0 * r / MEAN_N[1],
+                        MEAN_N.iter().map(|n| format!("±{:.1} points at n = {n}", (100.0 * r / n).min(100.0))).collect::<Vec<_>>().join(", ")
                     )),
                 )
             }
@@ -180,14 +263,17 @@ fn dp(q: &DpQuery, cal: &Calibration, params: &QueryParams, sql: &str, remaining
         bounded_plan: Some(plan_text),
         budget_before: remaining,
         budget_after: remaining.map(|r| (r - eps).max(0.0)),
+        refused: remaining.filter(|r| eps > *r + 1e-15).map(|r| {
+            format!(
+                "this query would be refused: it needs ε={charge_eps}, and only ε={} remains of the dataset's budget; lower --epsilon, or ask the data owner: dpq budget set --epsilon E --reason \"…\"",
+                crate::ledger::fmt_eps(r)
+            )
+        }),
+        limits_source,
     })
     .map(|mut e| {
-        if params.auto_bounds {
-            e.bounding = Some(format!(
-                "chosen at run time by --auto-bounds (ε={} on DP quantiles of per-person contributions); default {}",
-                auto_eps,
-                cal.family.describe()
-            ));
+        if params.auto_bounds && cal0.auto_bounds.is_some() {
+            e.bounding = Some(format!("{} — limits chosen from the data when the query runs (ε={auto_eps} of the charge)", cal.family.describe()));
         }
         e
     })
@@ -206,7 +292,13 @@ impl Explanation {
         if self.per_person_rows {
             let _ = writeln!(s, "source rows: per-person summaries (one row per person)");
         }
+        if let Some(r) = &self.refused {
+            let _ = writeln!(s, "REFUSED: {r}");
+        }
         let _ = writeln!(s, "bounding: {}", self.bounding.clone().unwrap_or_default());
+        if let Some(l) = &self.limits_source {
+            let _ = writeln!(s, "  limits: {l}");
+        }
         if let Some(w) = &self.why {
             let _ = writeln!(s, "  chosen because: {w}");
         }

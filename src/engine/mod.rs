@@ -28,7 +28,7 @@ use crate::privacy::mechanisms::Mechanism;
 use analyze::{Analysis, DpQuery, PublicDomains};
 pub use error::{EngineError, Result};
 use plan::{Calibration, QueryParams};
-use result::{Privacy, QueryResult};
+use result::{Bias, Privacy, QueryResult};
 use session::Sessions;
 
 /// A query, analysed and calibrated.
@@ -125,7 +125,12 @@ impl Engine {
                     let mut r = self.compute(query, cal, crate::privacy::samplers::fresh_seed()).await?;
                     r.privacy = Some(privacy_of(cal, query, &charge, r.bounding_used.clone(), &caller.analyst));
                     // the result entry records the bounds actually applied (after any --auto-bounds release)
-                    let recorded = serde_json::json!({ "bounding_used": r.bounding_used, "notes": r.notes });
+                    let recorded = serde_json::json!({
+                        "bounding_used": r.bounding_used,
+                        "family": r.family,
+                        "tables": query.tables,
+                        "notes": r.notes,
+                    });
                     Ok((serde_json::to_value(&r).expect("results serialise"), recorded))
                 })
                 .await?;
@@ -162,20 +167,24 @@ impl Engine {
         let mut groups = bounded::Groups::new(q)?;
         let mut cal = cal.clone();
         let mut notes = Vec::new();
+        let mut disclosure = None;
         if let Some(ab) = cal.auto_bounds.clone() {
             let stats = bounded::stats_plan(q, &cal)?;
             let shapes = bounded::unit_shapes(&self.sessions, &stats, &mut groups).await?;
-            let limits = ab.choose(&shapes, &mut stream(0)).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let (c, l0, linf) = plan::configured_bounds(q, &cal.params);
+            let fixed = crate::privacy::mechanisms::auto_bounds::Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf };
+            let (limits, d) = ab.choose(&shapes, fixed, &mut stream(0)).map_err(|e| EngineError::Invalid(e.to_string()))?;
             let (recal, fallback) = cal.with_limits(q, limits)?;
             let spent = crate::privacy::accountant::basic(&ab.releases()).0;
             notes.push(match fallback {
                 None => format!(
-                    "--auto-bounds spent ε={spent} on DP quantiles of per-person contributions and chose ≤ {} rows per person, ≤ {} groups per person, ≤ {} rows per person and group",
-                    limits.max_rows_per_unit, limits.max_groups_per_unit, limits.max_rows_per_group
+                    "the contribution limits were chosen from the data with ε={spent} (a DP release, part of this charge) to minimise bias plus noise: {}",
+                    recal.family.describe()
                 ),
                 Some(why) => why,
             });
             cal = recal;
+            disclosure = Some(d);
         }
         let stats = bounded::stats_plan(q, &cal)?;
         let totals =
@@ -198,18 +207,30 @@ impl Engine {
         }
         let mut r = release::post_process(q, &groups, &released, &cal).await?;
         r.notes.extend(notes);
-        r.notes.push(format!(
-            "intervals are {:.0}% confidence intervals for the noise only; they do not cover bias from bounding each person's contribution ({})",
-            cal.confidence * 100.0,
-            cal.family.describe()
-        ));
-        r.bounding_used = Some(cal.family.describe());
+        let bounding = cal.family.describe();
+        r.bias = Some(match &disclosure {
+            Some(d) => Bias::estimated(
+                d,
+                &bounding,
+                q.aggs.iter().all(|a| matches!(a.kind, analyze::AggKind::Avg | analyze::AggKind::Variance { .. } | analyze::AggKind::Quantile { .. })),
+            ),
+            None if q.per_person || (cal.family.groups_per_unit() == 1 && cal.family.rows_per_group() == 1 && structural_one_row(q)) => Bias::none(),
+            None => Bias::not_estimated(&bounding),
+        });
+        r.notes.push(format!("intervals are {:.0}% confidence intervals for the noise only; bias from bounding is stated separately", cal.confidence * 100.0,));
+        r.bounding_used = Some(bounding);
+        r.family = Some(cal.family);
         Ok(r)
     }
 }
 
+/// One row per person by structure (a one-row-per-person table or per-person summaries).
+fn structural_one_row(q: &DpQuery) -> bool {
+    q.per_person
+}
+
 /// Version of the replay key: bump when what a key covers changes.
-pub const REPLAY_KEY_FORMAT: &str = "dpq-replay-key-2";
+pub const REPLAY_KEY_FORMAT: &str = "dpq-replay-key-3";
 
 /// The replay key: everything the answer depends on, so that a stored answer
 /// is replayed only for exactly the same question on exactly the same inputs —
@@ -225,6 +246,14 @@ fn replay_key(q: &DpQuery, cal: &Calibration, params: &QueryParams, data_version
     };
     put(REPLAY_KEY_FORMAT);
     put(&q.plan.display_indent().to_string());
+    // the display does not escape literals or names ('a") OR x = ("b' prints like two
+    // comparisons): every expression's Debug form, which escapes them, is hashed too
+    let _ = datafusion::common::tree_node::TreeNode::apply(&q.plan, |node| {
+        for e in node.expressions() {
+            put(&format!("{e:?}"));
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
     put(&serde_json::to_string(params).expect("params serialise"));
     for k in &q.keys {
         put(&k.display);
@@ -298,9 +327,12 @@ pub fn params_from(
     max_rows_per_group: Option<u64>,
     mechanism: Option<crate::config::MechanismKind>,
     confidence: Option<f64>,
-    auto_bounds: bool,
+    auto_bounds: Option<bool>,
 ) -> QueryParams {
     let d = &config.defaults;
+    // limits given for this query are used as they are
+    let given = max_rows_per_unit.is_some() || max_groups_per_unit.is_some() || max_rows_per_group.is_some();
+    let auto_bounds = auto_bounds.unwrap_or(d.auto_bounds && !given);
     QueryParams {
         epsilon: epsilon.unwrap_or(d.epsilon),
         delta: delta.unwrap_or(d.delta),

@@ -15,7 +15,7 @@ use crate::privacy::amount::Amount;
 use crate::privacy::bounding::{Family, ValueLimit};
 
 use crate::privacy::fixed_point::Grid;
-use crate::privacy::mechanisms::auto_bounds::AutoBounds;
+use crate::privacy::mechanisms::auto_bounds::{AutoBounds, Choose, Limits};
 use crate::privacy::mechanisms::count::Count;
 use crate::privacy::mechanisms::mean::Mean;
 use crate::privacy::mechanisms::partition::PartitionSelection;
@@ -187,7 +187,12 @@ impl Calibration {
             out.extend(a.releases());
         }
         if let Some(s) = &self.selection {
-            out.extend(s.releases());
+            if self.auto_bounds.is_some() {
+                // its budget: the selector rebuilt on the chosen group limit costs at most that
+                out.push(Release::Approx { epsilon: s.epsilon, delta: s.delta });
+            } else {
+                out.extend(s.releases());
+            }
         }
         for a in &self.aggs {
             if self.auto_bounds.is_some() {
@@ -234,7 +239,7 @@ impl Calibration {
     /// noise is calibrated within the same budgets, so what was charged covers
     /// it (checked; a calibration that cannot be built on the chosen limits
     /// keeps the configured ones).
-    pub fn with_limits(&self, q: &DpQuery, limits: crate::privacy::mechanisms::auto_bounds::Limits) -> Result<(Calibration, Option<String>)> {
+    pub fn with_limits(&self, q: &DpQuery, limits: Limits) -> Result<(Calibration, Option<String>)> {
         let ab = self.auto_bounds.clone();
         let auto_eps = ab.as_ref().map(|a| a.releases()).map(|r| accountant::basic(&r).0).unwrap_or_default();
         let p = QueryParams {
@@ -246,7 +251,10 @@ impl Calibration {
             ..self.params.clone()
         };
         let _ = auto_eps;
-        let (family, alt, why) = choose_family(q, &p, limits.max_rows_per_unit, limits.max_groups_per_unit, limits.max_rows_per_group);
+        let (family, alt, why) = match ab.as_ref().map(|a| a.choose) {
+            Some(choose) => auto_family(choose, limits),
+            None => choose_family(q, &p, limits.max_rows_per_unit, limits.max_groups_per_unit, limits.max_rows_per_group),
+        };
         match calibrate(q, &p, family, alt, why) {
             Ok(mut recal) => {
                 recal.auto_bounds = ab;
@@ -277,6 +285,86 @@ pub fn configured_bounds(q: &DpQuery, p: &QueryParams) -> (u64, u64, u64) {
     let l0 = p.max_groups_per_unit.unwrap_or(if structural_one || q.unit_level_keys() || q.keys.is_empty() { 1 } else { p.default_groups_per_unit });
     let linf = p.max_rows_per_group.unwrap_or(if structural_one { 1 } else { p.default_rows_per_group });
     (c, l0, linf)
+}
+
+/// Which limits auto-bounds chooses for `q`: rows per person (L1) for Laplace
+/// histograms, groups and rows per group (L0/Linf) for Gaussian noise and for
+/// keys released by partition selection (whose threshold grows with the groups
+/// per person), only groups for queries that count people.
+pub fn auto_choice(q: &DpQuery, p: &QueryParams) -> Choose {
+    let only_units = !q.aggs.is_empty() && q.aggs.iter().all(|a| a.kind == AggKind::CountUnits);
+    if only_units {
+        Choose::Groups
+    } else if p.mechanism == MechanismKind::Gaussian || q.needs_partition_selection() {
+        Choose::GroupsAndRows
+    } else {
+        Choose::RowsPerUnit
+    }
+}
+
+/// The family of an auto-bounds choice, with the limits it picked.
+pub fn auto_family(choose: Choose, l: Limits) -> (Family, Family, String) {
+    let l1 = Family::L1 { max_rows_per_unit: l.max_rows_per_unit };
+    let l0 = Family::L0Linf { max_groups_per_unit: l.max_groups_per_unit, max_rows_per_group: l.max_rows_per_group };
+    match choose {
+        Choose::RowsPerUnit => (l1, l0, "L1 bounding: rows per person, chosen to minimise bias plus noise for a Laplace histogram".into()),
+        Choose::GroupsAndRows => (l0, l1, "L0/Linf bounding: groups per person and rows per group, chosen for Gaussian noise or partition selection".into()),
+        Choose::Groups => (l0, l1, "L0/Linf bounding: groups per person, for counting people".into()),
+    }
+}
+
+/// Does `q` need limits chosen at all? Not when its structure already bounds
+/// every person to one row (per-person summaries, one-row-per-person tables)
+/// or one group.
+pub fn needs_auto_bounds(q: &DpQuery, choose: Choose) -> bool {
+    if q.per_person {
+        return false;
+    }
+    !(choose == Choose::Groups && (q.keys.is_empty() || q.unit_level_keys()))
+}
+
+/// κ of the auto-bounds target: the expected absolute noise added per unit of
+/// the row limit, summed over the released groups and averaged over the
+/// aggregates, in rows of bias it is worth (see `privacy::mechanisms::auto_bounds`).
+///
+/// Per aggregate: E|noise| per unit of sensitivity (Laplace 1/ε; Gaussian
+/// σ·√(2/π) with σ = 1/√(2ρ)) times a weight — 1 for counts; 2 for sums (a
+/// row's largest value against its typical one); 10 for AVG and VARIANCE in a
+/// query that also counts or sums. A query of only means, variances and
+/// quantiles returns 0: the median rule (`MEAN_RULE`).
+/// Groups: the declared domains' size, 1 without keys, 10 per key without a
+/// domain (a documented guess: such keys are released by partition selection).
+pub fn auto_target(q: &DpQuery, aggs: &[AggPlan]) -> u64 {
+    let m: f64 = if q.keys.is_empty() {
+        1.0
+    } else {
+        q.keys.iter().map(|k| k.domain.as_ref().map(|d| d.values.len().max(1) as f64).unwrap_or(10.0)).product::<f64>().min(1e6)
+    };
+    let per_unit = |a: &AggPlan| -> Option<f64> {
+        let w = match a.akind {
+            AggKind::CountRows | AggKind::CountValues | AggKind::CountUnits => 1.0,
+            AggKind::Sum => 2.0,
+            AggKind::Avg | AggKind::Variance { .. } => 10.0,
+            AggKind::Quantile { .. } => return None,
+        };
+        let b = a.budgets.first()?;
+        let e_abs = match *b {
+            Budget::Laplace(eps) => 1.0 / eps.to_f64().max(1e-300),
+            Budget::Gaussian(rho) => (1.0 / (2.0 * rho.to_f64().max(1e-300))).sqrt() * (2.0 / std::f64::consts::PI).sqrt(),
+        };
+        Some(w * e_abs)
+    };
+    if aggs.iter().all(|a| matches!(a.akind, AggKind::Avg | AggKind::Variance { .. } | AggKind::Quantile { .. })) {
+        return 0; // the median rule of means (privacy::mechanisms::auto_bounds::MEAN_RULE)
+    }
+    let ks: Vec<f64> = aggs.iter().filter_map(per_unit).collect();
+    let k = if ks.is_empty() {
+        // only quantiles: aim like a count at the first one's ε
+        aggs.first().map(|a| 1.0 / a.epsilon.to_f64().max(1e-300)).unwrap_or(1.0)
+    } else {
+        ks.iter().sum::<f64>() / ks.len() as f64
+    };
+    (m * k).round().clamp(1.0, 1e12) as u64
 }
 
 /// Choose the family with the smaller sensitivity (ties: L0/Linf).
@@ -329,7 +417,8 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
             "pass --delta (e.g. 1e-8) or use --mechanism laplace",
         ));
     }
-    let auto_eps = if p.auto_bounds { Amount::from_f64_floor(p.epsilon.to_f64() * p.auto_bounds_share) } else { Amount::ZERO };
+    let auto_eps =
+        if p.auto_bounds && needs_auto_bounds(q, auto_choice(q, p)) { Amount::from_f64_floor(p.epsilon.to_f64() * p.auto_bounds_share) } else { Amount::ZERO };
     let eps = p.epsilon - auto_eps;
     let needs_sel = q.needs_partition_selection();
     if needs_sel && p.delta.is_zero() {
@@ -356,17 +445,14 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
     } else {
         None
     };
-    let auto_bounds = (auto_eps > Amount::ZERO).then(|| {
-        // the public cap on groups per person: the declared domains' size
-        let groups = if q.keys.is_empty() {
-            None
-        } else if q.keys.iter().all(|k| k.domain.is_some()) {
-            Some(q.keys.iter().map(|k| k.domain.as_ref().unwrap().values.len() as u64).product::<u64>().max(1))
-        } else {
-            Some(u64::MAX)
-        };
-        AutoBounds::new(auto_eps, groups)
-    });
+    // the public cap on groups per person: the declared domains' size
+    let auto_groups = if q.keys.is_empty() {
+        None
+    } else if q.keys.iter().all(|k| k.domain.is_some()) {
+        Some(q.keys.iter().map(|k| k.domain.as_ref().unwrap().values.len() as u64).product::<u64>().max(1))
+    } else {
+        Some(u64::MAX)
+    };
     // Gaussian: the noise-based aggregates share one ρ, converted at noise_delta
     let gaussian_eps: Amount = if p.mechanism == MechanismKind::Gaussian {
         q.aggs.iter().filter(|a| !matches!(a.kind, AggKind::Quantile { .. })).map(|_| share).sum()
@@ -415,6 +501,7 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
         };
         aggs.push(AggPlan { name: a.name.clone(), kind: a.kind.name(), akind: a.kind, epsilon: share, bounds: a.bounds, mechanism, budgets });
     }
+    let auto_bounds = (auto_eps > Amount::ZERO).then(|| AutoBounds::new(auto_eps, auto_choice(q, p), auto_groups, auto_target(q, &aggs)));
     let cal = Calibration {
         family,
         alternative,

@@ -9,8 +9,13 @@
 //!   from. Another analyst asking the same pays for a charge of their own.
 //! * Two processes finishing the same charge race to store; the ledger keeps
 //!   the first, and both show that one.
-//! * An error after the charge (infrastructure, memory) leaves the charge in
-//!   place and unanswered; running again finishes it.
+//! * An error after the charge (infrastructure, memory, a post-processing step
+//!   over the noisy values) is the charge's outcome: it is stored and replayed
+//!   like an answer, with a message that holds nothing computed from private
+//!   rows or noise. Otherwise a query that fails after drawing its noise —
+//!   `HAVING CAST(… COUNT(*) …)` that errors on some noisy values — could be
+//!   rerun for free until the noise suits the asker (found by the ledger attack).
+//!   Only a process that dies leaves a charge unfinished.
 
 use std::future::Future;
 
@@ -49,6 +54,7 @@ where
     F: FnOnce(Charge) -> Fut,
     Fut: Future<Output = Result<(serde_json::Value, serde_json::Value)>>,
 {
+    let request = ChargeRequest { fresh, ..request };
     // the key may be charged by another process between the replay check and
     // the charge: the ledger then refuses the second charge, and it is replayed
     let mut step = None;
@@ -67,6 +73,14 @@ where
     }
 }
 
+/// The key of a stored failure.
+pub const FAILED: &str = "dpq_failed";
+
+fn failed_error(entry: i64, stored: &serde_json::Value) -> super::EngineError {
+    let message = stored.get(FAILED).and_then(|m| m.as_str()).unwrap_or("(no message)");
+    super::EngineError::Failed { entry, message: crate::ledger::printable_lines(message) }
+}
+
 /// The first half of the protocol: a replay, or the charge to compute under.
 enum Step {
     Replayed(Released),
@@ -83,8 +97,33 @@ impl Step {
             Step::Replayed(r) => return Ok(r),
             Step::Compute(c) => c,
         };
-        let (value, result_params) = compute(charge.clone()).await?;
+        let (value, result_params) = match compute(charge.clone()).await {
+            Ok(x) => x,
+            Err(e) => {
+                // the failure is the charge's outcome: noise may have been drawn (and a
+                // failing post-processing step can depend on it), so it is stored and
+                // replayed like an answer — never redrawn for free
+                let e = super::error::after_charge(e);
+                let failed = serde_json::json!({ FAILED: e.to_string() });
+                let stored = ledger.store_result(charge.entry, &failed, &request.analyst, serde_json::json!({ "failed": true }))?;
+                if stored.result.get(FAILED).is_some() {
+                    return Err(failed_error(charge.entry, &stored.result));
+                }
+                // another process stored an answer first: show it
+                return Ok(Released {
+                    value: stored.result,
+                    charge,
+                    result_entry: stored.result_entry,
+                    result_hash: stored.result_hash,
+                    replayed: false,
+                    status: ledger.status()?,
+                });
+            }
+        };
         let stored = ledger.store_result(charge.entry, &value, &request.analyst, result_params)?;
+        if stored.result.get(FAILED).is_some() {
+            return Err(failed_error(charge.entry, &stored.result));
+        }
         // another process may have finished this charge first: show the stored answer
         Ok(Released {
             value: stored.result,
@@ -103,6 +142,9 @@ async fn answer(ledger: &mut Ledger, request: &ChargeRequest, fresh: bool) -> Re
         _ => None,
     };
     let charge = match replay {
+        Some(Replay::Stored(s)) if s.result.get(FAILED).is_some() => {
+            return Err(failed_error(s.charge, &s.result));
+        }
         Some(Replay::Stored(s)) => {
             let status = ledger.status()?;
             let e = ledger.entries(Some(s.charge), Some(1))?.pop();
@@ -163,9 +205,8 @@ mod tests {
         let mut l = Ledger::open(&d.path().join("ledger.db"), &binding, "alice").unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
-            // alice's run dies after the charge
-            let r = release(&mut l, request("alice"), false, |_| async { Err(super::super::error::internal("crash")) }).await;
-            assert!(r.is_err());
+            // alice's process dies after the charge (before computing)
+            l.charge(&request("alice")).unwrap();
             let first = l.status().unwrap().entries;
             // bob asking the same pays for his own charge (and his quota is checked)
             let bob =
@@ -177,6 +218,58 @@ mod tests {
             // bob's quota is now used: asking again with --fresh is refused
             let again = release(&mut l, request("bob"), true, |_| async { Ok((serde_json::json!({}), serde_json::json!({}))) }).await;
             assert!(again.is_err(), "bob's quota is enforced");
+        });
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+    use crate::ledger::Binding;
+    use crate::privacy::accountant::Release;
+
+    /// A computation that fails after its charge leaves a recorded failure:
+    /// asking again replays it (no new noise, no new charge); only --fresh
+    /// pays for another attempt. The message keeps nothing of the engine's text.
+    #[test]
+    fn a_failure_after_the_charge_is_the_recorded_outcome() {
+        let d = tempfile::tempdir().unwrap();
+        let binding =
+            Binding { tables: vec![], config_budget: ("10".parse().unwrap(), Amount::ZERO), config_file: "dpq.toml".into(), policy: Default::default() };
+        let mut l = Ledger::open(&d.path().join("ledger.db"), &binding, "alice").unwrap();
+        let req = || ChargeRequest {
+            kind: "query".into(),
+            text: "q".into(),
+            query_key: Some("k".into()),
+            releases: vec![Release::Pure { epsilon: "0.1".parse().unwrap() }],
+            params: serde_json::json!({}),
+            data_version: "v".into(),
+            analyst: "alice".into(),
+            quota: None,
+            fresh: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let leak =
+                || async { Err::<(serde_json::Value, serde_json::Value), _>(super::super::EngineError::Sql("Cannot cast string 'x31' to Int64".into())) };
+            let e = release(&mut l, req(), false, |_| leak()).await.unwrap_err();
+            assert!(matches!(e, super::super::EngineError::Failed { .. }), "{e}");
+            assert!(!e.to_string().contains("x31"), "the engine's text (a noisy value) is withheld: {e}");
+            let spent = l.status().unwrap().totals.epsilon;
+            let mut computed = false;
+            let again = release(&mut l, req(), false, |_| {
+                computed = true;
+                async { Ok((serde_json::json!({"n": 1}), serde_json::json!({}))) }
+            })
+            .await
+            .unwrap_err();
+            assert!(matches!(again, super::super::EngineError::Failed { .. }));
+            assert!(!computed, "the failure is replayed, not recomputed");
+            assert_eq!(l.status().unwrap().totals.epsilon, spent, "and not charged again");
+            let fresh = release(&mut l, req(), true, |_| async { Ok((serde_json::json!({"n": 2}), serde_json::json!({}))) }).await.unwrap();
+            assert_eq!(fresh.value, serde_json::json!({"n": 2}));
+            assert!(l.status().unwrap().totals.epsilon > spent, "--fresh pays");
+            assert!(l.verify(None).unwrap().ok);
         });
     }
 }

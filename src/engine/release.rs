@@ -281,7 +281,12 @@ fn json_of(v: &ScalarValue) -> serde_json::Value {
         ScalarValue::UInt64(Some(x)) => J::from(*x),
         ScalarValue::Float32(Some(x)) => serde_json::Number::from_f64(*x as f64).map(J::Number).unwrap_or(J::Null),
         ScalarValue::Float64(Some(x)) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
-        other => J::String(other.to_string()),
+        ScalarValue::Utf8(Some(x)) | ScalarValue::LargeUtf8(Some(x)) | ScalarValue::Utf8View(Some(x)) => J::String(x.clone()),
+        // times, dates, intervals, decimals: as arrow displays them (ISO 8601 for
+        // times and dates), never the raw integer of their storage
+        other => J::String(
+            other.to_array().ok().and_then(|a| datafusion::arrow::util::display::array_value_to_string(&a, 0).ok()).unwrap_or_else(|| other.to_string()),
+        ),
     }
 }
 
@@ -331,7 +336,7 @@ pub fn to_result(batches: &[RecordBatch], confidence: f64) -> QueryResult {
             rows.push(obj);
         }
     }
-    QueryResult { columns, bounding_used: None, rows, privacy: None, notes: vec![] }
+    QueryResult { columns, bounding_used: None, family: None, bias: None, rows, privacy: None, notes: vec![] }
 }
 
 /// Public queries: plain values.

@@ -64,12 +64,101 @@ pub struct Privacy {
     pub analyst: String,
 }
 
+/// What contribution bounding removed from an answer, as far as is known.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Bias {
+    /// `estimated` (a DP estimate released with the answer), `none` (nothing
+    /// can be cut: one row per person), or `not_estimated` (fixed bounds).
+    pub kind: String,
+    /// DP estimate of the share of people whose rows the limits cut, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_of_people_cut: Option<f64>,
+    /// The noisy counts behind it, and their standard deviation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people_cut: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_stddev: Option<f64>,
+    /// Large enough to change conclusions (more than [`Bias::WARN_SHARE`] of people cut).
+    pub warning: bool,
+    /// One sentence for people.
+    pub text: String,
+}
+
+impl Bias {
+    /// The share of people cut above which an answer carries a warning.
+    pub const WARN_SHARE: f64 = 0.05;
+
+    /// `means_only`: every aggregate is a mean, variance or quantile, which
+    /// cutting rows re-weights rather than shrinks.
+    pub fn estimated(d: &crate::privacy::mechanisms::auto_bounds::Disclosure, bounding: &str, means_only: bool) -> Bias {
+        let share = d.share_cut;
+        let warning = share > Bias::WARN_SHARE && !means_only;
+        let consequence = if means_only {
+            "; in means, people with more rows than the limit weigh as if they had the limit: a mean is biased only as far as their values differ from others'"
+        } else if warning {
+            "; counts and sums are biased low by those people's rows beyond the limit"
+        } else {
+            ""
+        };
+        let text = format!(
+            "bounding ({bounding}) cut the rows of about {:.1}% of people (DP estimate: {:.0} of {:.0} people, ±{:.0} each){consequence}",
+            share * 100.0,
+            d.people_cut,
+            d.people,
+            d.count_stddev,
+        );
+        Bias {
+            kind: "estimated".into(),
+            share_of_people_cut: Some(share),
+            people_cut: Some(d.people_cut),
+            people: Some(d.people),
+            count_stddev: Some(d.count_stddev),
+            warning,
+            text,
+        }
+    }
+
+    pub fn none() -> Bias {
+        Bias {
+            kind: "none".into(),
+            share_of_people_cut: Some(0.0),
+            people_cut: None,
+            people: None,
+            count_stddev: None,
+            warning: false,
+            text: "nothing was cut: every person contributes one row".into(),
+        }
+    }
+
+    pub fn not_estimated(bounding: &str) -> Bias {
+        Bias {
+            kind: "not_estimated".into(),
+            share_of_people_cut: None,
+            people_cut: None,
+            people: None,
+            count_stddev: None,
+            warning: false,
+            text: format!(
+                "bias from bounding ({bounding}) was not estimated: fixed limits were given; without them dpq chooses the limits and estimates what they cut"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueryResult {
     pub columns: Vec<ColumnMeta>,
     /// The contribution bounds actually applied (after any `--auto-bounds` release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounding_used: Option<String>,
+    /// The contribution limits applied (for `explain`'s later predictions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<crate::privacy::bounding::Family>,
+    /// What bounding each person's contribution removed (every DP answer says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<Bias>,
     /// One object per row keyed by column name; a noisy cell is a [`Noisy`] object.
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     pub privacy: Option<Privacy>,

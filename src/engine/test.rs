@@ -41,7 +41,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn params(ds: &Dataset, eps: &str) -> QueryParams {
-    params_from(&ds.config, Some(eps.parse().unwrap()), None, None, None, None, None, None, false)
+    params_from(&ds.config, Some(eps.parse().unwrap()), None, None, None, None, None, None, Some(false))
 }
 
 async fn prepared(engine: &Engine, sql: &str, p: &QueryParams) -> (Box<DpQuery>, Calibration) {
@@ -506,13 +506,14 @@ fn the_variance_reproduction_no_longer_distinguishes() {
     });
 }
 
-/// `--auto-bounds` with few people and a small ε (the regime of the 2026-11
-/// defect: 1 166 people, ε = 0.1 for bounds): the chosen bounds sit at the 90th
-/// percentile of the per-person sizes, give or take a log₂ bin, and rarely run
-/// off into the empty bins above the data (before the fix: most of the time).
+/// Auto-bounds with few people and a small ε (the regime of the 2026-11
+/// defect: 1 166 people, ε = 0.1 for bounds): the row limit rarely runs off
+/// into the empty bins above the data, and the group limit stays within one
+/// log₂ bin of the 90th percentile and under a declared domain's size.
 #[test]
-fn auto_bounds_track_the_contribution_quantiles_with_few_people() {
+fn auto_bounds_stay_near_the_data_with_few_people() {
     use crate::privacy::bounding::{UnitShape, log2_bin};
+    use crate::privacy::mechanisms::auto_bounds::{AutoBounds, Choose, Limits};
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha20Rng::seed_from_u64(7);
     // heavy-tailed rows per person (log-uniform over 2^4..2^11), 1..24 groups
@@ -523,36 +524,32 @@ fn auto_bounds_track_the_contribution_quantiles_with_few_people() {
             UnitShape { rows, groups, max_rows_in_group: rows.div_ceil(groups) + r.random_range(0..5) }
         })
         .collect();
-    let q90 = |f: &dyn Fn(&UnitShape) -> u64| {
-        let mut v: Vec<u64> = shapes.iter().map(f).collect();
+    let top = log2_bin(shapes.iter().map(|s| s.rows).max().unwrap());
+    let q90 = {
+        let mut v: Vec<u64> = shapes.iter().map(|s| s.groups).collect();
         v.sort();
         log2_bin(v[(v.len() * 9).div_ceil(10) - 1])
     };
-    let (tc, tl0, tlinf) = (q90(&|s| s.rows), q90(&|s| s.groups), q90(&|s| s.max_rows_in_group));
     let eps: Amount = "0.1".parse().unwrap();
+    let fixed = Limits { max_rows_per_unit: 100, max_groups_per_unit: 4, max_rows_per_group: 20 };
     let runs = 200;
-    let (mut near, mut far_above) = ([0; 3], [0; 3]);
+    let (mut far_above, mut l0_near) = (0, 0);
     for _ in 0..runs {
-        let l = crate::privacy::mechanisms::auto_bounds::AutoBounds::new(eps, Some(u64::MAX)).choose(&shapes, &mut r).unwrap();
-        let (c, l0, linf) = (l.max_rows_per_unit, l.max_groups_per_unit, l.max_rows_per_group);
-        for (i, (got, truth)) in [(c, tc), (l0, tl0), (linf, tlinf)].into_iter().enumerate() {
-            let off = log2_bin(got) as i64 - truth as i64;
-            if off.abs() <= 1 {
-                near[i] += 1;
-            }
-            if off > 2 {
-                far_above[i] += 1;
-            }
+        let (l, _) = AutoBounds::new(eps, Choose::RowsPerUnit, Some(u64::MAX), 10).choose(&shapes, fixed, &mut r).unwrap();
+        if log2_bin(l.max_rows_per_unit) > top + 2 {
+            far_above += 1;
+        }
+        let (l, _) = AutoBounds::new(eps, Choose::Groups, Some(u64::MAX), 10).choose(&shapes, fixed, &mut r).unwrap();
+        if (log2_bin(l.max_groups_per_unit) as i64 - q90 as i64).abs() <= 1 {
+            l0_near += 1;
         }
     }
+    assert!(far_above <= runs / 20, "the row limit ran off above the data {far_above}/{runs} times");
+    assert!(l0_near >= runs * 9 / 10, "the group limit was within one log₂ bin of the 90th percentile only {l0_near}/{runs} times");
     // a declared domain of 24 groups caps L0 (public knowledge, no ε)
     for _ in 0..50 {
-        let l0 = crate::privacy::mechanisms::auto_bounds::AutoBounds::new(eps, Some(24)).choose(&shapes, &mut r).unwrap().max_groups_per_unit;
-        assert!(l0 <= 24, "L0 {l0} above the 24 declared groups");
-    }
-    for i in 0..3 {
-        assert!(near[i] >= runs * 9 / 10, "bound {i}: within one log₂ bin of the 90th percentile only {}/{runs} times", near[i]);
-        assert!(far_above[i] <= runs / 20, "bound {i}: more than two log₂ bins above the 90th percentile {}/{runs} times", far_above[i]);
+        let (l, _) = AutoBounds::new(eps, Choose::Groups, Some(24), 10).choose(&shapes, fixed, &mut r).unwrap();
+        assert!(l.max_groups_per_unit <= 24, "L0 {} above the 24 declared groups", l.max_groups_per_unit);
     }
 }
 

@@ -150,10 +150,11 @@ pub struct Entry {
     /// The budget in force and the running totals after this entry.
     pub budget: Budget,
     pub totals: Totals,
-    /// Every analyst's running totals after this entry (admission of quotas
-    /// and `--by-analyst` read the head only).
-    #[serde(default)]
-    pub analysts: std::collections::BTreeMap<String, Totals>,
+    /// A charge: its analyst's running totals after it (quota admission reads
+    /// the analyst's latest charge; nothing else carries per-analyst totals, so
+    /// an entry's size does not grow with the number of analysts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analyst_total: Option<Totals>,
     /// SHA-256 of the privacy policy in force (which tables are private, their
     /// units, one row per person).
     #[serde(default)]
@@ -305,7 +306,32 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, val
         hash TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS entries_key ON entries(query_key);
      CREATE INDEX IF NOT EXISTS entries_charge ON entries(charge_id);
+     CREATE INDEX IF NOT EXISTS entries_analyst ON entries(analyst, id);
      CREATE TABLE IF NOT EXISTS results (charge_id INTEGER PRIMARY KEY, result TEXT NOT NULL);";
+
+/// The database holds exactly the schema dpq creates: no trigger, view, extra
+/// index or table, and no table redefined (a trigger or a CHECK constraint
+/// that aborts some inserts would let an attacker with write access reject
+/// answers until one suits them).
+fn check_schema(conn: &Connection) -> Result<()> {
+    let norm = |s: &str| s.replace("IF NOT EXISTS ", "").split_whitespace().collect::<Vec<_>>().join(" ");
+    let want: std::collections::BTreeSet<String> = SCHEMA.split(';').map(norm).filter(|s| !s.is_empty()).collect();
+    let mut st = conn.prepare("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_autoindex_%'")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
+    let mut have = std::collections::BTreeSet::new();
+    for r in rows {
+        let (kind, name, sql) = r?;
+        let sql = norm(&sql.unwrap_or_default());
+        if !want.contains(&sql) {
+            return Err(LedgerError::Broken { problem: format!("the ledger's database schema was changed outside dpq ({kind} `{}`)", printable(&name)) });
+        }
+        have.insert(sql);
+    }
+    if have != want {
+        return Err(LedgerError::Broken { problem: "the ledger's database schema was changed outside dpq (a table or index is missing)".into() });
+    }
+    Ok(())
+}
 
 const ENTRY_COLUMNS: &str = "id, kind, analyst, query_key, charge_id, body, prev_hash, hash";
 
@@ -407,7 +433,7 @@ impl Ledger {
             result_hash: None,
             budget,
             totals: Totals::default(),
-            analysts: Default::default(),
+            analyst_total: None,
             policy: binding.policy_hash(),
             prev_hash: GENESIS_PREV.into(),
             hash: String::new(),
@@ -460,6 +486,7 @@ impl Ledger {
         if let Some(b) = &a.broken {
             return Err(LedgerError::Broken { problem: format!("{b} (recorded when it was found; restore ledger.db and ledger.anchor from a backup)") });
         }
+        check_schema(conn)?;
         if a.dataset != dataset {
             return Err(LedgerError::Broken { problem: "ledger.anchor belongs to another dataset".into() });
         }
@@ -668,7 +695,7 @@ impl Ledger {
                     rule: head.budget.rule,
                 });
             }
-            let mine = head.analysts.get(&req.analyst).copied().unwrap_or_default().with(&req.releases);
+            let mine = Ledger::analyst_total(tx, &req.analyst, head.id)?.with(&req.releases);
             if let Some((qe, qd)) = req.quota {
                 if mine.epsilon > qe || mine.delta > qd {
                     let used = mine.epsilon.saturating_sub(epsilon);
@@ -681,8 +708,6 @@ impl Ledger {
                     });
                 }
             }
-            let mut analysts = head.analysts.clone();
-            analysts.insert(req.analyst.clone(), mine);
             let e = Entry {
                 id: 0,
                 time: now(),
@@ -699,7 +724,7 @@ impl Ledger {
                 result_hash: None,
                 budget: head.budget,
                 totals: after,
-                analysts,
+                analyst_total: Some(mine),
                 policy: head.policy.clone(),
                 prev_hash: String::new(),
                 hash: String::new(),
@@ -708,6 +733,24 @@ impl Ledger {
         })?;
         let head = head.ok_or_else(|| LedgerError::Internal("a charge appended no entry".into()))?;
         Ok(Charged { entry: head.id, hash: head.hash.clone(), epsilon, delta, status: self.status_of(&head) })
+    }
+
+    /// An analyst's running totals as of entry `upto`: from their latest charge.
+    fn analyst_total(conn: &Connection, analyst: &str, upto: i64) -> Result<Totals> {
+        let row = conn
+            .query_row(
+                &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE analyst = ?1 AND kind IN ('query', 'report') AND id <= ?2 ORDER BY id DESC LIMIT 1"),
+                params![analyst, upto],
+                row_tuple,
+            )
+            .optional()?;
+        match row {
+            None => Ok(Totals::default()),
+            Some(r) => {
+                let e = checked_entry(r)?;
+                e.analyst_total.ok_or_else(|| LedgerError::Broken { problem: format!("charge entry {} carries no analyst totals", e.id) })
+            }
+        }
     }
 
     /// The latest charge for a key, proven genuine by a walk from it to the head.
@@ -799,7 +842,7 @@ impl Ledger {
                 result_hash: Some(hash.clone()),
                 budget: head.budget,
                 totals: head.totals,
-                analysts: head.analysts.clone(),
+                analyst_total: None,
                 policy: head.policy.clone(),
                 prev_hash: String::new(),
                 hash: String::new(),
@@ -886,7 +929,7 @@ impl Ledger {
             result_hash: None,
             budget: head.budget,
             totals: head.totals,
-            analysts: head.analysts.clone(),
+            analyst_total: None,
             policy: head.policy.clone(),
             prev_hash: String::new(),
             hash: String::new(),
@@ -907,6 +950,20 @@ impl Ledger {
         })
     }
 
+    /// The params of the latest `n` result entries, newest first (each checked
+    /// against its own hash).
+    pub fn recent_results(&self, n: i64) -> Result<Vec<serde_json::Value>> {
+        self.snapshot(|conn| {
+            let mut st = conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'result' ORDER BY id DESC LIMIT ?1"))?;
+            let rows = st.query_map(params![n], row_tuple)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(checked_entry(r?)?.params);
+            }
+            Ok(out)
+        })
+    }
+
     /// The stored results (for exports), unverified.
     pub fn results(&self) -> Result<Vec<(i64, String)>> {
         let mut st = self.conn.prepare("SELECT charge_id, result FROM results ORDER BY charge_id")?;
@@ -914,20 +971,28 @@ impl Ledger {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Spending per analyst, from the head entry.
+    /// Spending per analyst: each analyst's latest charge (a scan of the charges).
     pub fn by_analyst(&self) -> Result<Vec<(String, Totals)>> {
-        let head = self.snapshot(|c| Ledger::head_entry_in(c))?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries".into() })?;
-        Ok(head.analysts.into_iter().collect())
+        self.snapshot(|conn| {
+            let mut st = conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN ('query', 'report') ORDER BY id"))?;
+            let rows = st.query_map([], row_tuple)?;
+            let mut out = std::collections::BTreeMap::new();
+            for r in rows {
+                let e = checked_entry(r?)?;
+                out.insert(e.analyst.clone(), e.analyst_total.unwrap_or_default());
+            }
+            Ok(out.into_iter().collect())
+        })
     }
 
     /// Check and charge several requests in order, in one transaction (one
     /// fsync): each is admitted against the totals including the ones before it.
     /// For imports and benchmarks; stops at the first refusal, recording nothing.
     pub fn charge_batch(&mut self, reqs: &[ChargeRequest]) -> Result<i64> {
-        self.append(|_, head| {
+        self.append(|tx, head| {
             let mut out = Vec::new();
             let mut totals = head.totals;
-            let mut analysts = head.analysts.clone();
+            let mut analysts: std::collections::HashMap<String, Totals> = std::collections::HashMap::new();
             for r in reqs {
                 let after = totals.with(&r.releases);
                 if !head.budget.admits(&after) {
@@ -940,7 +1005,11 @@ impl Ledger {
                     });
                 }
                 let (epsilon, delta) = accountant::basic(&r.releases);
-                let mine = analysts.get(&r.analyst).copied().unwrap_or_default().with(&r.releases);
+                let before = match analysts.get(&r.analyst) {
+                    Some(t) => *t,
+                    None => Ledger::analyst_total(tx, &r.analyst, head.id)?,
+                };
+                let mine = before.with(&r.releases);
                 analysts.insert(r.analyst.clone(), mine);
                 out.push(Entry {
                     text: r.text.clone(),
@@ -951,7 +1020,7 @@ impl Ledger {
                     params: r.params.clone(),
                     data_version: Some(r.data_version.clone()),
                     totals: after,
-                    analysts: analysts.clone(),
+                    analyst_total: Some(mine),
                     ..Ledger::plain(head, &r.kind, &r.analyst)
                 });
                 totals = after;
@@ -966,28 +1035,78 @@ impl Ledger {
     /// `against` also checks a published head. A failure is recorded (the
     /// ledger then admits nothing until restored).
     pub fn verify(&self, against: Option<&Head>) -> Result<VerifyReport> {
-        let report = self.snapshot(|conn| self.verify_in(conn, against))?;
+        let report = self.snapshot(|conn| self.verify_in(conn, None, false))?;
         if !report.ok {
             self.mark_broken(report.problem.as_deref().unwrap_or("verification failed"));
+            return Ok(report);
         }
-        Ok(report)
+        match against {
+            // a published head that does not match is reported, not recorded:
+            // a mistyped head (or another dataset's) must not close a healthy ledger
+            Some(h) => self.snapshot(|conn| self.verify_in(conn, Some(h), false)),
+            None => Ok(report),
+        }
     }
 
-    fn verify_in(&self, conn: &Connection, against: Option<&Head>) -> Result<VerifyReport> {
+    /// Reopen a ledger closed by a recorded failure, once everything verifies
+    /// again (the file was restored, or the alarm was false): records who and
+    /// why in a `reopen` entry.
+    pub fn reopen(&mut self, reason: &str, analyst: &str) -> Result<VerifyReport> {
+        let report = self.snapshot(|conn| self.verify_in(conn, None, true))?;
+        if !report.ok {
+            return Ok(report);
+        }
+        let was = match anchor::read(&self.path).map_err(|problem| LedgerError::Broken { problem })? {
+            Some(a) => a.broken.clone(),
+            None => None,
+        };
+        let Some(was) = was else { return Ok(report) };
+        {
+            let _lock = anchor::lock(&self.path).map_err(|e| io_err(&self.path, e))?;
+            if let Some(mut a) = anchor::read(&self.path).map_err(|problem| LedgerError::Broken { problem })? {
+                a.broken = None;
+                anchor::write(&self.path, &a).map_err(|e| io_err(&anchor::path(&self.path), e))?;
+            }
+        }
+        self.append(|_, head| {
+            let e = Entry {
+                text: format!("ledger reopened after a recorded failure ({}): {reason}", printable(&was)),
+                params: serde_json::json!({ "reason": reason, "failure": was }),
+                ..Ledger::plain(head, "reopen", analyst)
+            };
+            Ok((vec![e], ()))
+        })?;
+        self.verify(None)
+    }
+
+    fn verify_in(&self, conn: &Connection, against: Option<&Head>, ignore_alarm: bool) -> Result<VerifyReport> {
         let fail =
             |id: i64, n: usize, p: String| VerifyReport { ok: false, entries: n as i64, first_bad: Some(id), problem: Some(p), unfinished: vec![], head: None };
-        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Ok(fail(0, 0, format!("SQLite integrity check failed: {check}")));
+        }
+        if let Err(LedgerError::Broken { problem }) = check_schema(conn) {
+            return Ok(fail(0, 0, problem));
         }
         let mut st = conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id"))?;
         let rows = st.query_map([], row_tuple)?;
         let mut entries: Vec<Entry> = Vec::new();
         let mut prev: Option<Entry> = None;
+        let mut by_analyst: std::collections::HashMap<String, Totals> = std::collections::HashMap::new();
         for row in rows {
             let row = row?;
             let id = row.0;
             match check_row(row, prev.as_ref()) {
+                Ok(e)
+                    if is_charge(&e.kind) && {
+                        let want = by_analyst.get(&e.analyst).copied().unwrap_or_default().with(&e.releases);
+                        by_analyst.insert(e.analyst.clone(), want);
+                        e.analyst_total != Some(want)
+                    } =>
+                {
+                    return Ok(fail(id, entries.len() + 1, format!("entry {id}'s analyst totals do not add up (the amounts were edited)")));
+                }
                 Ok(e) => {
                     prev = Some(e.clone());
                     entries.push(e);
@@ -1005,7 +1124,7 @@ impl Ledger {
         match anchor::read(&self.path) {
             Ok(Some(a)) if a.dataset != self.dataset => return Ok(fail(1, n, "ledger.anchor belongs to another dataset".into())),
             Ok(Some(a)) if a.committed == head || a.pending.as_ref() == Some(&head) => {
-                if let Some(b) = a.broken {
+                if let Some(b) = a.broken.filter(|_| !ignore_alarm) {
                     return Ok(fail(head.entries, n, format!("{b} (recorded when it was found; restore ledger.db and ledger.anchor from a backup)")));
                 }
             }
@@ -1104,7 +1223,7 @@ fn check_row(r: RowTuple, prev: Option<&Entry>) -> Result<Entry> {
             if id != 1 || e.kind != "genesis" || prev_hash != GENESIS_PREV {
                 return Err(bad(format!("entry {id} should be the genesis entry 1 (earlier entries were deleted)")));
             }
-            if e.totals != Totals::default() || !e.analysts.is_empty() {
+            if e.totals != Totals::default() || e.analyst_total.is_some() {
                 return Err(bad("the genesis entry carries non-zero totals".into()));
             }
         }
@@ -1115,16 +1234,13 @@ fn check_row(r: RowTuple, prev: Option<&Entry>) -> Result<Entry> {
             if prev_hash != p.hash {
                 return Err(bad(format!("entry {id} does not follow entry {} (an entry was deleted or inserted before it)", p.id)));
             }
-            let (totals, analysts) = match e.kind.as_str() {
-                "query" | "report" => {
-                    let mut a = p.analysts.clone();
-                    a.insert(e.analyst.clone(), p.analysts.get(&e.analyst).copied().unwrap_or_default().with(&e.releases));
-                    (p.totals.with(&e.releases), a)
-                }
-                "result" | "budget" | "policy" => (p.totals, p.analysts.clone()),
+            let totals = match e.kind.as_str() {
+                "query" | "report" => p.totals.with(&e.releases),
+                "result" | "budget" | "policy" | "reopen" => p.totals,
                 other => return Err(bad(format!("entry {id} has an unknown kind `{other}`"))),
             };
-            if e.totals != totals || e.analysts != analysts {
+            // (a charge's analyst totals are checked against the analyst's previous charge by `verify`)
+            if e.totals != totals || is_charge(&e.kind) != e.analyst_total.is_some() {
                 return Err(bad(format!("entry {id}'s running totals do not add up (the amounts were edited)")));
             }
             if is_charge(&e.kind) && accountant::basic(&e.releases) != (e.epsilon, e.delta) {
@@ -1171,6 +1287,11 @@ pub fn analyst(explicit: Option<&str>) -> String {
 /// `s` with control characters replaced by U+FFFD (for names and texts shown in terminals).
 pub fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+}
+
+/// [`printable`], keeping line breaks (for multi-line messages).
+pub fn printable_lines(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() && c != '\n' { '\u{fffd}' } else { c }).collect()
 }
 
 pub fn fmt_eps(x: f64) -> String {

@@ -86,6 +86,7 @@ pub fn verify(dir: &Path, anchor: Option<&Head>) -> Result<(Statement, Vec<Entry
     }
     let mut prev: Option<Entry> = None;
     let mut entries = Vec::new();
+    let mut by_analyst: std::collections::HashMap<String, crate::privacy::accountant::filter::Totals> = std::collections::HashMap::new();
     for (i, se) in s.entries.iter().enumerate() {
         let parsed: Entry = serde_json::from_str(&se.body).map_err(|e| StatementError::Invalid(format!("entry {} does not read ({e})", i + 1)))?;
         let row = (
@@ -99,6 +100,13 @@ pub fn verify(dir: &Path, anchor: Option<&Head>) -> Result<(Statement, Vec<Entry
             se.hash.clone(),
         );
         let e = check_row(row, prev.as_ref()).map_err(|e| StatementError::Invalid(e.to_string()))?;
+        if super::is_charge(&e.kind) {
+            let want = by_analyst.get(&e.analyst).copied().unwrap_or_default().with(&e.releases);
+            by_analyst.insert(e.analyst.clone(), want);
+            if e.analyst_total != Some(want) {
+                return Err(StatementError::Invalid(format!("entry {}'s analyst totals do not add up (the amounts were edited)", e.id)));
+            }
+        }
         if i == 0 && e.params.get("dataset").and_then(|d| d.as_str()) != Some(s.dataset.as_str()) {
             return Err(StatementError::Invalid("the genesis entry names another dataset".into()));
         }
@@ -137,6 +145,14 @@ pub fn verify(dir: &Path, anchor: Option<&Head>) -> Result<(Statement, Vec<Entry
     }
     if let Some(r) = s.results.iter().find(|r| !seen.contains(&r.charge)) {
         return Err(StatementError::Invalid(format!("a result for entry {} has no result entry", r.charge)));
+    }
+    // the page people read must say what the verified statement says
+    let html = dir.join("index.html");
+    match std::fs::read_to_string(&html) {
+        Ok(page) if page != render_html(&s) => {
+            return Err(StatementError::Invalid("index.html does not match statement.json (the page was edited): only statement.json is the record".into()));
+        }
+        _ => {}
     }
     Ok((s, entries))
 }

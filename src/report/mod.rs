@@ -96,7 +96,7 @@ fn section_params(ds: &Dataset, spec: &Spec, s: &Section, eps: Amount, delta: Am
         s.max_rows_per_group,
         spec.privacy.mechanism,
         Some(confidence),
-        false,
+        None,
     );
     p.confidence = confidence;
     p
@@ -415,7 +415,7 @@ pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut L
                 Prepared::Dp { query, cal, .. } => engine
                     .compute(query, cal, crate::privacy::samplers::fresh_seed())
                     .await
-                    .map_err(|e| EngineError::Invalid(format!("section `{}`: {e}", s.id)))?,
+                    .map_err(|e| EngineError::Invalid(format!("section `{}`: {}", s.id, crate::engine::error::after_charge(e))))?,
                 Prepared::Public { .. } => {
                     return Err(crate::engine::error::internal(format!("public section `{}` reached the release (plan refuses them)", s.id)));
                 }

@@ -76,13 +76,25 @@ fn exhausted_budget_refuses_and_says_what_remains() {
 fn explain_spends_nothing_and_describes_the_plan() {
     let (_d, data) = dataset();
     let out = ok(&data, &["explain", "SELECT emoji, COUNT(*) AS n FROM messages GROUP BY emoji ORDER BY n DESC LIMIT 5"]);
-    for needle in ["bounding: L0/Linf", "sensitivity 80", "discrete Laplace", "95% CI", "emoji_catalog", "Sort: __u", "budget: ε remaining 10 → 9.5"] {
+    for needle in [
+        "bounding: L1",
+        "limits chosen from the data",
+        "predicted with dpq.toml's fixed limits",
+        "discrete Laplace",
+        "95% CI",
+        "emoji_catalog",
+        "Sort: __u",
+        "budget: ε remaining 10 → 9.5",
+    ] {
         assert!(out.contains(needle), "explain lacks `{needle}`:\n{out}");
     }
     let v = json(&data, &["budget", "--format", "json"]);
     assert_eq!(v["spent_epsilon"], "0");
     let e = json(&data, &["explain", "SELECT COUNT(*) FROM messages", "--format", "json"]);
     assert_eq!(e["epsilon"], "0.5");
+    // a query the budget cannot pay for is said to be refused, before it is run
+    let big = ok(&data, &["explain", "SELECT COUNT(*) FROM messages", "--epsilon", "20"]);
+    assert!(big.contains("REFUSED") && big.contains("only ε=10 remains"), "{big}");
 }
 
 #[test]
@@ -91,7 +103,7 @@ fn table_and_csv_outputs() {
     let t = ok(&data, &["query", "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind"]);
     assert!(t.contains(" ± ") && t.contains("privacy: ε=0.5"), "{t}");
     let c = ok(&data, &["query", "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind", "--format", "csv"]);
-    assert!(c.starts_with("kind,n,n_stddev,n_ci_low,n_ci_high\n"), "{c}");
+    assert!(c.starts_with("kind,n,n_stddev,n_ci_low,n_ci_high,dpq_epsilon,dpq_delta,dpq_ledger_entry,"), "the privacy metadata travels with the rows: {c}");
 }
 
 #[test]

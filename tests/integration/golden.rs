@@ -57,10 +57,10 @@ fn render(cases: &[Case], actual: &[String]) -> String {
 }
 
 async fn actual(engine: &Engine, ds: &Dataset, c: &Case) -> String {
-    let params = dpq::engine::params_from(&ds.config, None, None, None, None, None, None, None, false);
+    let params = dpq::engine::params_from(&ds.config, None, None, None, None, None, None, None, Some(false));
     match engine.prepare(&c.sql, &params).await {
         Ok(p) => {
-            let e = explain::explain(&p, None).unwrap();
+            let e = explain::explain(&p, None, None).unwrap();
             let text = e.to_text();
             // drop the echo of the query itself
             let body: Vec<&str> = text.lines().skip(1).collect();

@@ -252,6 +252,7 @@ fn tail_truncation_is_caught_against_the_anchor() {
     assert_eq!(run(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]).code, 1, "a truncated ledger admits nothing");
     // a consistent rollback of both files to before the published head
     db.execute("DELETE FROM entries WHERE id > 3", []).unwrap();
+    db.execute("DELETE FROM results WHERE charge_id > 2", []).unwrap();
     let h3: String = db.query_row("SELECT hash FROM entries WHERE id = 3", [], |r| r.get(0)).unwrap();
     let mut anchor: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
     anchor["committed"] = serde_json::json!({"entries": 3, "hash": h3});
@@ -286,19 +287,20 @@ fn seeds_are_not_readable_from_the_ledger() {
     assert!(!dump.contains("seed"), "a seed is recorded");
 }
 
-/// With --auto-bounds the privacy line, the JSON and the ledger record the
-/// bounds that were actually applied, not dpq.toml's.
+/// With limits chosen from the data (the default) the privacy line, the JSON
+/// and the ledger record the bounds that were actually applied, not dpq.toml's,
+/// and the answer discloses what they cut.
 #[test]
 fn auto_bounds_are_recorded_as_used() {
     let (_d, data) = dataset();
-    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--auto-bounds", "--format", "json", "--epsilon", "2"]);
+    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--format", "json", "--epsilon", "2"]);
     let used = v["privacy"]["bounding"].as_str().unwrap().to_string();
-    let note = v["notes"].as_array().unwrap().iter().find_map(|n| n.as_str().filter(|s| s.contains("--auto-bounds")).map(str::to_string)).unwrap();
-    // the note's chosen limits are the ones stated as used
-    let chose = |what: &str| note.split(what).next().unwrap().rsplit('≤').next().unwrap().trim().to_string();
-    let (per_group, groups) = (chose(" rows per person and group"), chose(" groups per person"));
-    assert!(used.contains(&format!("≤ {per_group} row")) || used.contains(&format!("≤ {} row", chose(" rows per person,"))), "used {used}, note {note}");
-    let _ = groups;
+    let note = v["notes"].as_array().unwrap().iter().find_map(|n| n.as_str().filter(|s| s.contains("chosen from the data")).map(str::to_string)).unwrap();
+    assert!(note.ends_with(&used), "the note names the limits used: {note} vs {used}");
+    assert!(!used.contains("≤ 100 rows"), "not dpq.toml's fixed limit: {used}");
+    assert_eq!(v["bias"]["kind"], "estimated", "{}", v["bias"]);
+    let share = v["bias"]["share_of_people_cut"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share));
     // the ledger's result entry records the same
     let log = json(&data, &["budget", "--log", "--format", "json"]);
     let result = log["entries"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "result").unwrap().clone();

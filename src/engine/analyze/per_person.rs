@@ -120,24 +120,14 @@ impl Analyzer<'_> {
     }
 }
 
-/// Is `plan` (the DP aggregate's input) one row per person? True when its top
-/// aggregate (below projections/filters/aliases) groups by the unit and only
-/// per-person attributes.
-pub(super) fn is_per_person(plan: &LogicalPlan, rel: &Rel) -> bool {
-    let mut node = plan;
-    loop {
-        match node {
-            LogicalPlan::Projection(p) => node = &p.input,
-            LogicalPlan::Filter(f) => node = &f.input,
-            LogicalPlan::SubqueryAlias(s) => node = &s.input,
-            LogicalPlan::Sort(s) => node = &s.input,
-            LogicalPlan::Aggregate(_) => {
-                // the aggregate's outputs that are not unit/unit_attr mean several rows per person
-                return rel.cols.iter().any(|c| c.unit) && rel.cols.iter().all(|c| c.unit || c.unit_attr);
-            }
-            _ => return false,
-        }
-    }
+/// Is `plan` (the DP aggregate's input) one row per person? True when every
+/// column is the unit or a per-person attribute: the rows of a sub-query
+/// grouped by the unit and per-person attributes, or of tables declared
+/// `one_row_per_unit` (enforced at ingest: duplicates are quarantined) joined on
+/// the unit, filtered or projected. Then each person adds at most one row —
+/// structural bounds of 1, with no limit to choose and nothing cut.
+pub(super) fn is_per_person(_plan: &LogicalPlan, rel: &Rel) -> bool {
+    rel.cols.iter().any(|c| c.unit) && rel.cols.iter().all(|c| c.unit || c.unit_attr)
 }
 
 #[cfg(test)]

@@ -90,6 +90,10 @@ async fn rows_of(ctx: &SessionContext, p: &LogicalPlan) -> Result<LogicalPlan> {
             "filter or aggregate the public table in the sub-query, or join on fewer columns",
         )
     };
+    // one partition: the same rows, and the same first error, on every run
+    let mut cfg = ctx.state().config().clone();
+    cfg.options_mut().execution.target_partitions = 1;
+    let ctx = SessionContext::new_with_state(datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state()).with_config(cfg).build());
     let df = ctx.execute_logical_plan(p.clone()).await.map_err(public_error)?;
     let batches = df.limit(0, Some(MAX_PUBLIC_ROWS + 1)).map_err(public_error)?.collect().await.map_err(public_error)?;
     let n: usize = batches.iter().map(|b| b.num_rows()).sum();

@@ -59,7 +59,7 @@ pub struct GroupPartial {
     pub bins: Vec<(u32, u64)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum Family {
     L1 { max_rows_per_unit: u64 },

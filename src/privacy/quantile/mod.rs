@@ -159,6 +159,14 @@ pub fn em_quantile_with_prior<R: RngCore + CryptoRng>(
         below = upto;
     }
     let du = qn.max(d - qn) * m.max(1) as u128;
+    Ok(em_pick(rng, &dist, du, epsilon, per_bin))
+}
+
+/// The exponential mechanism over bins with utility −`dist[k]` (sensitivity
+/// `du`) and base measure exp(−p·k), p = `per_bin.0 / per_bin.1`, sampled
+/// exactly: bin k with probability ∝ exp(−p·k − ε·dist_k/(2·du)).
+pub fn em_pick<R: RngCore + CryptoRng>(rng: &mut R, dist: &[u128], du: u128, epsilon: Amount, per_bin: (u64, u64)) -> usize {
+    assert!(per_bin.1 > 0 && du > 0 && !dist.is_empty() && !epsilon.is_zero());
     // γ_k = ε·dist_k/(2Δu) + p·k − min_j(…), over the common denominator
     // 2·Δu·10¹⁸·p_den: num_k = E·dist_k·p_den + p_num·k·2·Δu·10¹⁸.
     let e = BigUint::from(epsilon.atto());
@@ -171,12 +179,32 @@ pub fn em_quantile_with_prior<R: RngCore + CryptoRng>(
         .collect();
     let min = nums.iter().min().expect("non-empty domain").clone();
     loop {
-        let k = rng.random_range(0..hist.len());
+        let k = rng.random_range(0..dist.len());
         let num = &nums[k] - &min;
         if bernoulli_exp_big(rng, &num, &den) {
-            return Ok(k);
+            return k;
         }
     }
+}
+
+/// A contribution limit chosen by the exponential mechanism so that about
+/// `target` people contribute more than it: bin k (limit 2^(k+1) − 1 on a log₂
+/// histogram of per-person sizes) has utility −|#{people above the limit} −
+/// target|, sensitivity 1 (adding or removing a person moves each count by at
+/// most one), with the base measure exp(−p·k). ε-DP (McSherry & Talwar 2007).
+pub fn em_threshold<R: RngCore + CryptoRng>(rng: &mut R, hist: &[u64], target: u64, epsilon: Amount, per_bin: (u64, u64)) -> Result<usize, QuantileError> {
+    if epsilon.is_zero() {
+        return Err(QuantileError::ZeroEpsilon);
+    }
+    let mut above: u128 = hist.iter().map(|&h| h as u128).sum();
+    let dist: Vec<u128> = hist
+        .iter()
+        .map(|&h| {
+            above -= h as u128;
+            above.abs_diff(target as u128)
+        })
+        .collect();
+    Ok(em_pick(rng, &dist, 1, epsilon, per_bin))
 }
 
 /// Rank-error bound r (in values) holding with probability ≥ 1 − β.

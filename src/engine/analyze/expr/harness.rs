@@ -677,7 +677,7 @@ fn through_the_bounded_executor() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let engine = Engine::open(&ds, None).await.unwrap();
-        let p = params_from(&ds.config, Some("1".parse().unwrap()), Some("1e-7".parse().unwrap()), None, None, None, None, None, false);
+        let p = params_from(&ds.config, Some("1".parse().unwrap()), Some("1e-7".parse().unwrap()), None, None, None, None, None, Some(false));
         // the cases that plan (the others are refused before any row is read)
         let mut cases = Vec::new();
         let mut planned: BTreeMap<String, usize> = BTreeMap::new();
@@ -758,7 +758,7 @@ fn every_per_person_aggregate_is_total() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let engine = Engine::open(&ds, None).await.unwrap();
-        let p = params_from(&ds.config, Some("1".parse().unwrap()), Some("1e-7".parse().unwrap()), None, None, None, None, None, false);
+        let p = params_from(&ds.config, Some("1".parse().unwrap()), Some("1e-7".parse().unwrap()), None, None, None, None, None, Some(false));
         let sql = |agg: &str| format!("SELECT COUNT(*) FROM (SELECT u, {agg} AS a FROM adv GROUP BY u) t WHERE a IS NULL");
         let mut planned: Vec<String> = Vec::new();
         for f in forms {

@@ -1,17 +1,41 @@
-//! `--auto-bounds`: contribution limits chosen by a DP release.
+//! Contribution limits chosen by a DP release (the default), and a DP estimate
+//! of how much they cut.
 //!
-//! Three exponential-mechanism quantiles (one value per person, so utility
-//! sensitivity 1) of the per-person row count, group count and largest
-//! per-group row count, on a log₂ grid (bin k stands for the limit 2^(k+1) − 1),
-//! at level [`LEVEL`], each with ε/3, with the decreasing base measure
-//! μ(k) = e^(−k) (McSherry & Talwar 2007, Thm 6: the exponential mechanism is
-//! ε-DP for any base measure fixed before the data is seen; see
-//! `privacy::quantile::em_quantile_with_prior`). The group count is not released
-//! for a global aggregate (one group): two picks then.
+//! **What is minimised.** Bounding one person to C rows biases a count down by
+//! Σ_p (n_p − C)₊ (their rows beyond C); the noise that covers C rows grows
+//! like C. The expected total error bias(C) + κ·C, where κ is the expected
+//! absolute noise per unit of the limit summed over the released groups, is
+//! minimised where its slope vanishes: −#{p : n_p > C} + κ = 0, i.e. where
+//! about κ people contribute more than C (Amin, Kulesza, Muñoz Medina &
+//! Vassilvitskii 2019, "Bounding user contributions: a bias-variance
+//! trade-off in differential privacy", ICML). The caller derives κ from the
+//! query's mechanisms ([`AutoBounds::target`]); here the limit is released by
+//! the exponential mechanism with utility −|#{people above the limit} − κ|
+//! (sensitivity 1) on a log₂ grid of limits (bin k stands for 2^(k+1) − 1),
+//! with the decreasing base measure μ(k) = e^(−2k) so that the many empty bins
+//! above the data do not win by number (McSherry & Talwar 2007, Thm 6: ε-DP
+//! for any base measure fixed before the data is seen).
 //!
-//! **Cost**: the number of picks times ε/3 (rounded down), derived here.
-//! **L0 cap**: with declared key domains nobody can touch more groups than the
-//! domains hold; L0 candidates stop there (public, no ε).
+//! The pick's rank error is about 2·ln(bins/β)/ε people; at the small ε the
+//! choice gets it lands anywhere between the target and a few hundred people
+//! above it. Because cutting heavy contributors costs far more than a larger
+//! noise scale in the heavy-tailed data of event logs, the limit used is one
+//! log₂ bin above the pick ([`HEADROOM_BINS`]): twice the noise at worst,
+//! against a bias that can be a tenth of the answer (measured: docs/accuracy.md).
+//!
+//! Which limits are chosen depends on the bounding family the query uses:
+//! L1 (rows per person, for Laplace histograms) needs one pick; L0/Linf
+//! (groups per person and rows per person and group: Gaussian noise, or keys
+//! released by partition selection) needs two, the group count at the 90th
+//! percentile capped by the declared domains (public, no ε); counting people
+//! needs only the group count.
+//!
+//! **Disclosure.** Two more noisy counts (sensitivity 1 each): the people in the
+//! query and those whose contribution the chosen limits cut. Their ratio — the
+//! share of people cut, a DP estimate — is shown with every answer: no peer
+//! tells its users how much its bounding removed.
+//!
+//! **Cost**: the picks' ε plus the two counts' ε, all derived here.
 
 use rand::{CryptoRng, RngCore};
 
@@ -19,22 +43,58 @@ use super::Mechanism;
 use crate::privacy::accountant::Release;
 use crate::privacy::amount::Amount;
 use crate::privacy::bounding::{UnitShape, log2_bin, log2_bin_upper};
-use crate::privacy::quantile::{QuantileError, em_quantile_with_prior};
+use crate::privacy::noise::Noise;
+use crate::privacy::quantile::{QuantileError, em_quantile_with_prior, em_threshold};
 
-/// Percentile of per-person contributions the limits aim to keep whole.
+/// Percentile of per-person group counts the group limit aims to keep whole.
 pub const LEVEL: f64 = 0.9;
 
-/// Base measure of the quantiles: bin k weighs exp(−k) (numerator/denominator of the rate).
-pub const PRIOR: (u64, u64) = (1, 1);
+/// Base measure of the picks: bin k weighs exp(−2k) (numerator/denominator of the rate):
+/// bins above the data, which all tie, then hold ≈ 16 % of the mass, not 58 %.
+pub const PRIOR: (u64, u64) = (2, 1);
+
+/// Log₂ bins added above a row-limit pick (see the module documentation).
+pub const HEADROOM_BINS: usize = 1;
+
+/// The share of the auto-bounds ε spent on the disclosure counts (both).
+pub const DISCLOSURE_SHARE: (u128, u128) = (1, 5);
+
+/// Which limits a query's bounding family needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choose {
+    /// L1: rows per person.
+    RowsPerUnit,
+    /// L0/Linf: groups per person and rows per person and group.
+    GroupsAndRows,
+    /// Only groups per person (counting people).
+    Groups,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoBounds {
-    /// ε of each quantile.
+    /// ε of each pick.
     pub epsilon_each: Amount,
+    /// ε of each of the two disclosure counts.
+    pub epsilon_disclose: Amount,
+    pub choose: Choose,
     /// `None` for a global aggregate, else the most groups a person can touch
     /// as far as public knowledge goes (`u64::MAX` when a key has no domain).
     pub groups: Option<u64>,
+    /// About how many people a row limit should leave above it (κ, rounded);
+    /// `0`: the median person's size instead (queries of means, see [`MEAN_RULE`]).
+    pub target: u64,
 }
+
+/// For queries whose aggregates are all means, variances or quantiles the row
+/// limit is the median person's row count (an exponential-mechanism quantile,
+/// no headroom). A mean is a ratio: cutting rows biases it only as far as heavy
+/// contributors' values differ from everyone's, and below the median the noise
+/// on the mean hardly depends on the limit (it scales as limit ÷ rows kept), so
+/// the median person's count keeps most people whole at the noise of a small
+/// limit. (The first-order rule of counts would need the difference between
+/// heavy and light contributors' values, which is private.)
+pub const MEAN_RULE: f64 = 0.5;
 
 /// Limits chosen by [`AutoBounds::choose`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,38 +104,97 @@ pub struct Limits {
     pub max_rows_per_group: u64,
 }
 
+/// The DP estimate of how much bounding cut.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Disclosure {
+    /// Noisy number of people in the query.
+    pub people: f64,
+    /// Noisy number of people whose rows the limits cut.
+    pub people_cut: f64,
+    /// `people_cut / people`, in [0, 1].
+    pub share_cut: f64,
+    /// Standard deviation of each noisy count.
+    pub count_stddev: f64,
+}
+
 impl AutoBounds {
-    pub fn new(epsilon: Amount, groups: Option<u64>) -> AutoBounds {
-        AutoBounds { epsilon_each: epsilon.mul_ratio_floor(1, 3), groups }
+    /// Limits for `choose` with `epsilon` in total; `target` is κ (see the module).
+    pub fn new(epsilon: Amount, choose: Choose, groups: Option<u64>, target: u64) -> AutoBounds {
+        let disclose = epsilon.mul_ratio_floor(DISCLOSURE_SHARE.0, DISCLOSURE_SHARE.1);
+        let picks = match (choose, groups) {
+            (Choose::GroupsAndRows, Some(_)) => 2,
+            _ => 1,
+        };
+        AutoBounds { epsilon_each: (epsilon - disclose).mul_ratio_floor(1, picks), epsilon_disclose: disclose.mul_ratio_floor(1, 2), choose, groups, target }
     }
 
     fn picks(&self) -> u128 {
-        if self.groups.is_some() { 3 } else { 2 }
+        match (self.choose, self.groups) {
+            (Choose::GroupsAndRows, Some(_)) => 2,
+            _ => 1,
+        }
     }
 
-    /// Pick the limits from the per-person shapes (the DP release).
-    pub fn choose<R: RngCore + CryptoRng>(&self, shapes: &[UnitShape], rng: &mut R) -> Result<Limits, QuantileError> {
-        let mut pick = |f: &dyn Fn(&UnitShape) -> u64, cap: u64| -> Result<u64, QuantileError> {
-            let mut hist = vec![0u64; log2_bin(cap) + 1];
+    /// Pick the limits from the per-person shapes and estimate what they cut
+    /// (the DP release). Limits not chosen keep `fixed`'s.
+    pub fn choose<R: RngCore + CryptoRng>(&self, shapes: &[UnitShape], fixed: Limits, rng: &mut R) -> Result<(Limits, Disclosure), QuantileError> {
+        let hist = |f: &dyn Fn(&UnitShape) -> u64, cap: u64| {
+            let mut h = vec![0u64; log2_bin(cap) + 1];
             for s in shapes {
-                hist[log2_bin(f(s).min(cap))] += 1;
+                h[log2_bin(f(s).min(cap))] += 1;
             }
-            let bin = em_quantile_with_prior(rng, &hist, LEVEL, self.epsilon_each, 1, PRIOR)?;
-            Ok(log2_bin_upper(bin).clamp(1, cap))
+            h
         };
-        let c = pick(&|s| s.rows, u64::MAX)?;
-        let l0 = match self.groups {
-            Some(cap) => pick(&|s| s.groups, cap.max(1))?,
-            None => 1,
+        let rows_limit = |f: &dyn Fn(&UnitShape) -> u64, rng: &mut R| -> Result<u64, QuantileError> {
+            if self.target == 0 {
+                let bin = em_quantile_with_prior(rng, &hist(f, u64::MAX), MEAN_RULE, self.epsilon_each, 1, PRIOR)?;
+                return Ok(log2_bin_upper(bin).max(1));
+            }
+            let bin = em_threshold(rng, &hist(f, u64::MAX), self.target, self.epsilon_each, PRIOR)?;
+            Ok(log2_bin_upper((bin + HEADROOM_BINS).min(40)).max(1))
         };
-        let linf = pick(&|s| s.max_rows_in_group, u64::MAX)?;
-        Ok(Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf })
+        let mut l = fixed;
+        let global = self.groups.is_none();
+        match self.choose {
+            Choose::RowsPerUnit => {
+                l.max_rows_per_unit = rows_limit(&|s| s.rows, rng)?;
+            }
+            Choose::GroupsAndRows => {
+                l.max_groups_per_unit = self.group_limit(&hist, rng)?;
+                // one group: the rows per group are the rows per person
+                l.max_rows_per_group = if global { rows_limit(&|s| s.rows, rng)? } else { rows_limit(&|s| s.max_rows_in_group, rng)? };
+            }
+            Choose::Groups => {
+                l.max_groups_per_unit = self.group_limit(&hist, rng)?;
+            }
+        }
+        let cut = |s: &UnitShape| match self.choose {
+            Choose::RowsPerUnit => s.rows > l.max_rows_per_unit,
+            Choose::GroupsAndRows => s.groups > l.max_groups_per_unit || s.max_rows_in_group > l.max_rows_per_group,
+            Choose::Groups => s.groups > l.max_groups_per_unit,
+        };
+        let noise = Noise::laplace(1, self.epsilon_disclose).map_err(|_| QuantileError::ZeroEpsilon)?;
+        let people = (shapes.len() as i128 + noise.sample(rng)).max(0) as f64;
+        let people_cut = (shapes.iter().filter(|s| cut(s)).count() as i128 + noise.sample(rng)).max(0) as f64;
+        let share_cut = if people > 0.0 { (people_cut / people).clamp(0.0, 1.0) } else { 0.0 };
+        Ok((l, Disclosure { people, people_cut, share_cut, count_stddev: noise.stddev() }))
+    }
+
+    fn group_limit<R: RngCore + CryptoRng>(&self, hist: &dyn Fn(&dyn Fn(&UnitShape) -> u64, u64) -> Vec<u64>, rng: &mut R) -> Result<u64, QuantileError> {
+        match self.groups {
+            None => Ok(1),
+            Some(cap) => {
+                let bin = em_quantile_with_prior(rng, &hist(&|s| s.groups, cap.max(1)), LEVEL, self.epsilon_each, 1, PRIOR)?;
+                Ok(log2_bin_upper(bin).clamp(1, cap.max(1)))
+            }
+        }
     }
 }
 
 impl Mechanism for AutoBounds {
     fn releases(&self) -> Vec<Release> {
-        vec![Release::Pure { epsilon: self.epsilon_each.mul_ratio_floor(self.picks(), 1) }]
+        let total = self.epsilon_each.mul_ratio_floor(self.picks(), 1) + self.epsilon_disclose.mul_ratio_floor(2, 1);
+        vec![Release::Pure { epsilon: total }]
     }
 }
 

@@ -1,25 +1,73 @@
 use super::*;
 use crate::privacy::samplers::seeded_rng;
 
+fn fixed() -> Limits {
+    Limits { max_rows_per_unit: 100, max_groups_per_unit: 4, max_rows_per_group: 20 }
+}
+
 #[test]
-fn cost_is_what_the_picks_use() {
+fn cost_is_what_the_picks_and_counts_use() {
     let eps: Amount = "0.1".parse().unwrap();
-    let global = AutoBounds::new(eps, None);
-    let grouped = AutoBounds::new(eps, Some(24));
     let cost = |a: &AutoBounds| match a.releases()[0] {
         Release::Pure { epsilon } => epsilon,
         _ => panic!(),
     };
-    assert!(cost(&grouped) <= eps && cost(&global) < cost(&grouped));
+    for a in [
+        AutoBounds::new(eps, Choose::RowsPerUnit, None, 5),
+        AutoBounds::new(eps, Choose::RowsPerUnit, Some(24), 5),
+        AutoBounds::new(eps, Choose::GroupsAndRows, Some(24), 5),
+        AutoBounds::new(eps, Choose::GroupsAndRows, None, 5),
+        AutoBounds::new(eps, Choose::Groups, Some(24), 5),
+    ] {
+        assert!(cost(&a) <= eps, "{a:?}");
+        assert!(cost(&a) > eps.mul_ratio_floor(99, 100), "{a:?}: the share is spent, not wasted");
+    }
+}
+
+/// Heavy-tailed rows per person: the limit lands where about `target` people
+/// (give or take the pick's rank error) contribute more, plus the headroom bin;
+/// the disclosed share of people cut matches the truth within the noise.
+#[test]
+fn the_row_limit_follows_the_target_and_the_cut_is_disclosed() {
+    use rand::Rng;
+    let mut r = seeded_rng([9; 32]);
+    // 20 000 people, log-uniform rows over 2^2..2^14
+    let shapes: Vec<UnitShape> = (0..20_000)
+        .map(|_| {
+            let rows = 2f64.powf(r.random_range(2.0..14.0)) as u64;
+            UnitShape { rows, groups: 1, max_rows_in_group: rows }
+        })
+        .collect();
+    let mut sorted: Vec<u64> = shapes.iter().map(|s| s.rows).collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let target = 50u64;
+    let a = AutoBounds::new("1".parse().unwrap(), Choose::RowsPerUnit, None, target);
+    let runs = 60;
+    let mut off_the_top = 0;
+    for _ in 0..runs {
+        let (l, d) = a.choose(&shapes, fixed(), &mut r).unwrap();
+        let c = l.max_rows_per_unit;
+        let above = sorted.iter().filter(|&&x| x > c).count();
+        // the pick's rank error at ε = 0.4 is a few dozen people; the headroom bin halves what is cut
+        assert!(above <= 400, "C = {c} cuts {above} people");
+        // the data ends in bin 13 (≤ 16 383): the pick is bin 13 or above, plus the headroom
+        if c > 32_767 {
+            off_the_top += 1;
+        }
+        assert!(c <= 131_071, "C = {c}: three bins above the data");
+        let truth = above as f64 / shapes.len() as f64;
+        assert!((d.share_cut - truth).abs() < 0.01, "disclosed {} vs {truth}", d.share_cut);
+        assert_eq!(l.max_groups_per_unit, 4, "a limit not chosen keeps its fixed value");
+    }
+    // the tied empty bins above the data hold ≈ 13.5 % of the pick's mass under the e^(−2k) prior
+    assert!(off_the_top <= runs * 3 / 10, "{off_the_top}/{runs} picks above the data");
 }
 
 #[test]
-fn limits_follow_the_contributions_and_respect_the_domain_cap() {
-    // 5 000 people with 100–200 rows over ≤ 24 hour groups
+fn group_limits_respect_the_domain_cap() {
     let shapes: Vec<UnitShape> = (0..5000u64).map(|i| UnitShape { rows: 100 + i % 100, groups: 1 + i % 24, max_rows_in_group: 10 + i % 20 }).collect();
-    let a = AutoBounds::new("3".parse().unwrap(), Some(24));
-    let l = a.choose(&shapes, &mut seeded_rng([4; 32])).unwrap();
-    assert!((127..=511).contains(&l.max_rows_per_unit), "{l:?}");
+    let a = AutoBounds::new("3".parse().unwrap(), Choose::GroupsAndRows, Some(24), 100);
+    let (l, _) = a.choose(&shapes, fixed(), &mut seeded_rng([4; 32])).unwrap();
     assert!(l.max_groups_per_unit <= 24);
     assert!((15..=63).contains(&l.max_rows_per_group), "{l:?}");
 }
