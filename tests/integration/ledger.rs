@@ -360,3 +360,84 @@ fn budget_changes_go_through_the_ledger() {
     assert!(log.contains("dora") && log.contains("approved by the DPO"), "{log}");
     ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
 }
+
+/// The second ledger attack's findings, each now closed.
+#[test]
+fn a_failure_after_the_noise_is_drawn_cannot_be_rerun_for_free() {
+    let (_d, data) = dataset();
+    // post-processing that fails on some noisy values: the failure is the recorded outcome
+    let q = "SELECT COUNT(*) AS n FROM users WHERE age_group = '55+' HAVING CAST(CONCAT('x', CAST(COUNT(*) AS VARCHAR)) AS BIGINT) > 0";
+    let first = run(&data, &["query", q, "--epsilon", "0.1"]);
+    assert_eq!(first.code, 1);
+    assert!(first.stderr.contains("recorded outcome") && !first.stderr.contains("'x"), "no noisy value in the message: {}", first.stderr);
+    let spent = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].clone();
+    for _ in 0..3 {
+        let again = run(&data, &["query", q, "--epsilon", "0.1"]);
+        assert_eq!(again.stderr, first.stderr, "the same recorded failure, not a new draw");
+    }
+    assert_eq!(json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"], spent, "and nothing more charged");
+    assert_eq!(run(&data, &["budget", "--verify"]).code, 0);
+}
+
+#[test]
+fn distinct_queries_never_share_a_replay() {
+    let (_d, data) = dataset();
+    let o = ["--epsilon", "1", "--format", "json"];
+    let trick = "SELECT COUNT(*) AS n FROM users WHERE age_group = '80s\") OR users.age_group = Utf8(\"90s'";
+    let honest = "SELECT COUNT(*) AS n FROM users WHERE age_group = '80s' OR age_group = '90s'";
+    json(&data, &[&["--as", "mallory", "query", trick][..], &o[..]].concat());
+    let v = json(&data, &[&["--as", "alice", "query", honest][..], &o[..]].concat());
+    assert_eq!(v["privacy"]["replayed"], false, "alice's question is not mallory's");
+}
+
+#[test]
+fn a_mistyped_published_head_does_not_close_the_ledger() {
+    let (_d, data) = dataset();
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls"]);
+    let bad = format!("999:{}", "0".repeat(64));
+    assert_eq!(run(&data, &["budget", "--verify", "--anchor", &bad]).code, 1);
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
+}
+
+#[test]
+fn quotas_in_analysts_toml_are_enforced() {
+    let (_d, data) = dataset();
+    std::fs::write(data.join("analysts.toml"), "[analysts.bob]\nepsilon = \"0.5\"\n").unwrap();
+    ok(&data, &["--as", "bob", "query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.4"]);
+    let r = run(&data, &["--as", "bob", "query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.2", "--fresh"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("quota"), "{}", r.stderr);
+    ok(&data, &["--as", "carol", "query", "SELECT COUNT(*) FROM calls", "--epsilon", "0.2", "--fresh"]);
+}
+
+#[test]
+fn a_planted_trigger_closes_the_ledger_and_a_reopening_is_recorded() {
+    let (_d, data) = dataset();
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls"]);
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER t BEFORE INSERT ON results BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;").unwrap();
+    let r = run(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
+    assert!(r.code == 1 && r.stderr.contains("schema"), "{}", r.stderr);
+    assert_eq!(run(&data, &["budget", "--verify"]).code, 1);
+    // removing it is not enough: the failure was recorded …
+    db.execute_batch("DROP TRIGGER t;").unwrap();
+    assert_eq!(run(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]).code, 1);
+    // … until someone reopens the verified ledger, which the ledger records
+    ok(&data, &["--as", "dpo", "budget", "reopen", "--reason", "trigger removed after investigation"]);
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls", "--fresh"]);
+    assert!(ok(&data, &["budget", "--log"]).contains("trigger removed after investigation"));
+}
+
+#[test]
+fn an_edited_statement_page_is_caught() {
+    let (d, data) = dataset();
+    ok(&data, &["query", "SELECT COUNT(*) FROM calls"]);
+    let dir = d.path().join("statement");
+    ok(&data, &["budget", "--export", dir.to_str().unwrap()]);
+    ok(&data, &["verify-statement", dir.to_str().unwrap()]);
+    let page = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    std::fs::write(dir.join("index.html"), page.replacen("0.5", "0.05", 1)).unwrap();
+    let r = run(std::path::Path::new("/nonexistent"), &["verify-statement", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("index.html"), "{}", r.stderr);
+}
