@@ -123,7 +123,7 @@ fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
                 let ds = Dataset::open(data).unwrap();
                 let t0 = Instant::now();
                 let engine = Engine::open(&ds, mem).await.unwrap();
-                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, false);
+                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, Some(false));
                 let prepared = engine.prepare(query.dp, &p).await.unwrap();
                 let dpq::engine::Prepared::Dp { query, cal, .. } = prepared else { panic!("not DP") };
                 let r = engine.compute(&query, &cal, [9; 32]).await.unwrap();
@@ -298,7 +298,7 @@ fn accuracy(data: &Path) {
             let tcols: Vec<String> = (0..ncols).map(|i| i.to_string()).collect();
             let truth = keyed(&tcols, trows, ncols - 1);
             for auto in [false, true] {
-                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, auto);
+                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, Some(auto));
                 let dpq::engine::Prepared::Dp { query, cal, .. } = engine.prepare(q.dp, &p).await.unwrap() else { panic!("not DP") };
                 let mut errs = Vec::new();
                 let mut rels = Vec::new();

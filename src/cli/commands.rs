@@ -319,7 +319,7 @@ fn demo(out: &Path, users: u64, days: u32, seed: u64, messages_per_day: f64, cal
 
 /// A few of the report's released figures, with their error bars, on the terminal.
 fn print_highlights(r: &crate::report::ReportResult) {
-    const SHOWN: [&str; 4] = ["messages_per_day", "bedtime", "video_after_dinner", "top_emoji"];
+    const SHOWN: [&str; 4] = ["messages_per_day", "last_message", "video_after_dinner", "top_emoji"];
     for s in r.sections.iter().filter(|s| SHOWN.contains(&s.id.as_str())) {
         println!();
         println!("{} (ε={}):", s.title, s.epsilon);

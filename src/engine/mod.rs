@@ -214,7 +214,8 @@ impl Engine {
                 &bounding,
                 q.aggs.iter().all(|a| matches!(a.kind, analyze::AggKind::Avg | analyze::AggKind::Variance { .. } | analyze::AggKind::Quantile { .. })),
             ),
-            None if q.per_person || (cal.family.groups_per_unit() == 1 && cal.family.rows_per_group() == 1 && structural_one_row(q)) => Bias::none(),
+            // structure bounds everyone already (one row per person, or counting people once)
+            None if !plan::needs_auto_bounds(q, plan::auto_choice(q, &cal.params)) => Bias::none(),
             None => Bias::not_estimated(&bounding),
         });
         r.notes.push(format!("intervals are {:.0}% confidence intervals for the noise only; bias from bounding is stated separately", cal.confidence * 100.0,));
@@ -222,11 +223,6 @@ impl Engine {
         r.family = Some(cal.family);
         Ok(r)
     }
-}
-
-/// One row per person by structure (a one-row-per-person table or per-person summaries).
-fn structural_one_row(q: &DpQuery) -> bool {
-    q.per_person
 }
 
 /// Version of the replay key: bump when what a key covers changes.

@@ -128,7 +128,7 @@ impl Bias {
             people: None,
             count_stddev: None,
             warning: false,
-            text: "nothing was cut: every person contributes one row".into(),
+            text: "nothing was cut: by the query's structure every person counts once".into(),
         }
     }
 

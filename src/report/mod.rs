@@ -245,8 +245,14 @@ pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon:
         }
         let p = prep_one(engine, ds, spec, s, eps, delta_each).await?;
         let (_, expected) = error_of(&p, s);
-        let (d, bounding) = match &p {
-            Prepared::Dp { cal, .. } => (cal.charge().1, cal.family.describe()),
+        let (d, bounding, expected) = match &p {
+            // limits chosen when the report runs: the error depends on them
+            Prepared::Dp { cal, .. } if cal.auto_bounds.is_some() => (
+                cal.charge().1,
+                "limits chosen from the data when the report runs".to_string(),
+                format!("{expected} at dpq.toml's fixed limits; depends on the limits chosen"),
+            ),
+            Prepared::Dp { cal, .. } => (cal.charge().1, cal.family.describe(), expected),
             Prepared::Public { .. } => {
                 return Err(ReportError::Plan {
                     section: s.id.clone(),

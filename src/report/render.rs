@@ -50,6 +50,29 @@ fn sorted_numeric(mut p: Vec<Point>) -> Vec<Point> {
     p
 }
 
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// Month numbers (a column named like `month` holding 1–12) as month names.
+fn month_labels(col: &str, p: Vec<Point>) -> Vec<Point> {
+    let is_month = col.to_ascii_lowercase().contains("month") && p.iter().all(|x| x.0.parse::<u32>().is_ok_and(|m| (1..=12).contains(&m)));
+    if !is_month {
+        return p;
+    }
+    p.into_iter().map(|(l, v, lo, hi)| (MONTHS[l.parse::<usize>().unwrap() - 1].to_string(), v, lo, hi)).collect()
+}
+
+/// A derived figure (growth, share) shown only when its interval is bounded
+/// and not absurdly wide; else why not.
+fn derived_shown(d: &super::Derived) -> Result<(), String> {
+    if !d.ci_low.is_finite() || !d.ci_high.is_finite() || !d.value.is_finite() {
+        return Err("not enough data at this ε: the interval is unbounded (its denominator could be zero)".into());
+    }
+    if d.ci_high - d.ci_low > 200.0 {
+        return Err(format!("not enough data at this ε: the {:.0}% interval is {:.0} percentage points wide", d.confidence * 100.0, d.ci_high - d.ci_low));
+    }
+    Ok(())
+}
+
 fn chart(s: &SectionResult) -> String {
     let Some(vcol) = value_col(s) else { return table_html(&s.result) };
     let xcol = x_col(s).unwrap_or_default();
@@ -59,6 +82,15 @@ fn chart(s: &SectionResult) -> String {
             let mut h = String::from("<div class=\"headlines\">");
             if !s.derived.is_empty() {
                 for d in &s.derived {
+                    if let Err(why) = derived_shown(d) {
+                        let _ = write!(
+                            h,
+                            "<div class=\"headline\"><div class=\"big na\">—</div><div class=\"ci\">{}</div><div class=\"label\">{}</div></div>",
+                            esc(&why),
+                            esc(&d.label)
+                        );
+                        continue;
+                    }
                     let _ = write!(
                         h,
                         "<div class=\"headline\"><div class=\"big\">{}{:.1}%</div><div class=\"ci\">{:.0}% CI {:+.1}% to {:+.1}%</div><div class=\"label\">{}</div></div>",
@@ -88,16 +120,32 @@ fn chart(s: &SectionResult) -> String {
             h
         }
         Chart::Bar | Chart::Hbar | Chart::Line => {
-            let p = if let Some(d) = s.spec.as_ref().and_then(|x| x.derive.as_ref()).filter(|d| d.share.is_some()) {
-                let _ = d;
+            let share = s.spec.as_ref().and_then(|x| x.derive.as_ref()).is_some_and(|d| d.share.is_some());
+            let p = if share {
                 s.derived.iter().map(|d| (d.label.clone(), d.value, d.ci_low, d.ci_high)).collect()
             } else {
-                sorted_numeric(points(s, &xcol, &vcol))
+                month_labels(&xcol, sorted_numeric(points(s, &xcol, &vcol)))
             };
-            match s.chart {
+            // a value without a bounded interval (a share of nothing) is not drawn
+            let p: Vec<Point> = p
+                .into_iter()
+                .map(
+                    |(l, v, lo, hi)| if v.is_finite() && lo.is_finite() && hi.is_finite() { (l, v, lo, hi) } else { (format!("{l} (no data)"), 0.0, 0.0, 0.0) },
+                )
+                .collect();
+            let chart = match s.chart {
                 Chart::Bar => svg::bars(&p, &s.title),
                 Chart::Hbar => svg::hbars(&p, &s.title),
                 _ => svg::line(&p, &s.title),
+            };
+            if share {
+                // shares are percentages: say so on the axis
+                format!(
+                    "<p class=\"axis\">% of {}</p>{chart}",
+                    esc(&s.spec.as_ref().and_then(|x| x.derive.as_ref()).and_then(|d| d.share.as_ref()).map(|v| v.1.clone()).unwrap_or_default())
+                )
+            } else {
+                chart
             }
         }
         Chart::Heatmap => {
@@ -127,7 +175,27 @@ fn chart(s: &SectionResult) -> String {
                     cells[ri][ci] = Some((c.value.as_f64().unwrap_or(0.0) * k, c.ci_low * k, c.ci_high * k));
                 }
             }
-            svg::heatmap(&rows, &cols, &cells, &s.title)
+            let mut out = svg::heatmap(&rows, &cols, &cells, &s.title);
+            // the values and intervals, readable in print
+            out.push_str("<table class=\"values\"><thead><tr><th></th>");
+            for c in &cols {
+                let _ = write!(out, "<th>{}</th>", esc(c));
+            }
+            out.push_str("</tr></thead><tbody>");
+            for (i, rname) in rows.iter().enumerate() {
+                let _ = write!(out, "<tr><th>{}</th>", esc(rname));
+                for cell in &cells[i] {
+                    match cell {
+                        Some((v, lo, hi)) => {
+                            let _ = write!(out, "<td>{}<br><small>{}–{}</small></td>", num(*v), num(*lo), num(*hi));
+                        }
+                        None => out.push_str("<td>–</td>"),
+                    }
+                }
+                out.push_str("</tr>");
+            }
+            out.push_str("</tbody></table>");
+            out
         }
         Chart::Topk => {
             let ycol = s.spec.as_ref().and_then(|x| x.y.clone()).unwrap_or_default();
@@ -159,7 +227,13 @@ fn cell_text(v: &Value) -> String {
         Value::Object(o) if o.contains_key("ci_low") => {
             let lo = o["ci_low"].as_f64().unwrap_or(f64::NAN);
             let hi = o["ci_high"].as_f64().unwrap_or(f64::NAN);
-            format!("{} ± {}", num(o["value"].as_f64().unwrap_or(f64::NAN)), num((hi - lo) / 2.0))
+            let x = o["value"].as_f64().unwrap_or(f64::NAN);
+            let half = (hi - lo) / 2.0;
+            if ((x - lo) - (hi - x)).abs() <= 0.01 * half.abs().max(1e-12) {
+                format!("{} ± {}", num(x), num(half))
+            } else {
+                format!("{} [{}, {}]", num(x), num(lo), num(hi))
+            }
         }
         other => key_text(other),
     }
@@ -192,16 +266,14 @@ pub fn statement(r: &ReportResult) -> Vec<String> {
         ),
         format!(
             "The report spent ε = {} and δ = {} of the dataset's lifetime budget (ε = {}, δ = {}); ε = {} and δ = {} remain for future releases.",
-            p.epsilon,
-            p.delta,
-            p.total_epsilon,
-            p.total_delta,
-            p.remaining_epsilon,
-            p.remaining_delta
+            p.epsilon, p.delta, p.total_epsilon, p.total_delta, p.remaining_epsilon, p.remaining_delta
         ),
-        "Each person's influence was bounded before noise was added (per section below: how many rows and groups one person may contribute; numeric values were clamped to declared ranges). Noise was drawn with exact discrete Laplace samplers from a cryptographic random generator.".into(),
         format!(
-            "Error bars are {:.0}% confidence intervals for the random noise. They do not cover bias from bounding: when people contribute more than the bounds allow, the released figures count less than the true totals.",
+            "Each person's influence was bounded before noise was added (per section, under “How this was computed”: how many rows and groups one person may contribute, chosen from the data where not set; numeric values were clamped to declared ranges). Noise was drawn with exact discrete {} samplers from a cryptographic random generator.",
+            if p.mechanism.to_ascii_lowercase().contains("gauss") { "Gaussian" } else { "Laplace" }
+        ),
+        format!(
+            "Error bars are {:.0}% confidence intervals for the random noise. Bias from bounding is stated per section: when people contribute more than the limits allow, counts and sums count less than the true totals (each section gives a DP estimate of the share of people cut).",
             p.confidence * 100.0
         ),
         format!(
@@ -240,6 +312,12 @@ th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left}
 .privacy{border-left:4px solid var(--accent)}
 .privacy li{margin:4px 0;overflow-wrap:anywhere}
 footer{color:var(--muted);font-size:.8rem;text-align:center;margin:24px 0}
+.values{font-size:.7rem;margin-top:6px}.values td,.values th{padding:2px 3px;text-align:right}.values small{color:var(--muted)}
+.warn{color:#92400e;background:#fef3c7;padding:4px 8px;border-radius:6px;font-size:.85rem}
+.axis{color:var(--muted);font-size:.8rem;margin:0}
+.big.na{color:var(--muted)}
+details.how summary{color:var(--muted);font-size:.8rem;cursor:pointer}
+@media print{details.how{display:block}details.how>*{display:block}}
 svg text{font-family:inherit}
 @media (max-width:480px){header h1{font-size:1.4rem}.headline .big{font-size:1.8rem}}
 "#;
@@ -268,12 +346,24 @@ pub fn html(r: &ReportResult) -> String {
         if let Some(d) = &sec.description {
             let _ = write!(s, "<p>{}</p>", esc(d));
         }
-        let _ = write!(s, "<p class=\"meta\">ε = {} · {}</p>", esc(&sec.epsilon), esc(&sec.bounding));
         s.push_str(&chart(sec));
         if let Some(n) = &sec.note {
             let _ = write!(s, "<p class=\"meta\">{}</p>", esc(n));
         }
-        s.push_str("</section>");
+        if let Some(b) = sec.result.bias.as_ref().filter(|b| b.warning) {
+            let _ = write!(s, "<p class=\"warn\">{}</p>", esc(&b.text));
+        }
+        let _ = write!(
+            s,
+            "<details class=\"how\"><summary>How this was computed</summary><p class=\"meta\">ε = {} · δ = {} · {}</p>",
+            esc(&sec.epsilon),
+            esc(&sec.delta),
+            esc(&sec.bounding)
+        );
+        if let Some(b) = &sec.result.bias {
+            let _ = write!(s, "<p class=\"meta\">{}</p>", esc(&b.text));
+        }
+        s.push_str("</details></section>");
     }
     s.push_str("<section class=\"privacy\" id=\"privacy\"><h2>How these numbers protect people</h2><ul>");
     for line in statement(r) {
@@ -295,8 +385,18 @@ pub fn markdown(r: &ReportResult) -> String {
             let _ = writeln!(s, "{d}\n");
         }
         let _ = writeln!(s, "_ε = {} · {}_\n", sec.epsilon, sec.bounding);
+        if let Some(b) = &sec.result.bias {
+            let _ = writeln!(s, "_{}_\n", b.text);
+        }
         for d in &sec.derived {
-            let _ = writeln!(s, "- {}: **{:.1}%** ({:.0}% CI {:.1}% to {:.1}%)", d.label, d.value, d.confidence * 100.0, d.ci_low, d.ci_high);
+            match derived_shown(d) {
+                Ok(()) => {
+                    let _ = writeln!(s, "- {}: **{:.1}%** ({:.0}% CI {:.1}% to {:.1}%)", d.label, d.value, d.confidence * 100.0, d.ci_low, d.ci_high);
+                }
+                Err(why) => {
+                    let _ = writeln!(s, "- {}: {why}", d.label);
+                }
+            }
         }
         if !sec.derived.is_empty() {
             s.push('\n');

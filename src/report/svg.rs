@@ -215,7 +215,7 @@ pub fn heatmap(rows: &[String], cols: &[String], cells: &[Vec<Option<(f64, f64, 
     let cw = ((640.0 - left - 8.0) / cols.len().max(1) as f64).min(48.0);
     let ch = 26.0;
     let w = left + cw * cols.len() as f64 + 8.0;
-    let h = top + ch * rows.len() as f64 + 30.0;
+    let h = top + ch * rows.len() as f64 + 40.0;
     let mut s = start(w, h, "heatmap", title);
     let every = if cols.len() > 16 { 3 } else { 1 };
     for (j, c) in cols.iter().enumerate() {
@@ -265,10 +265,21 @@ pub fn heatmap(rows: &[String], cols: &[String], cells: &[Vec<Option<(f64, f64, 
             }
         }
     }
+    // the colour legend: white = 0 % of the row, full colour = the row's largest share
+    let lx = left;
+    let ly = h - 22.0;
     let _ = write!(
         s,
-        "<text x=\"{left}\" y=\"{:.1}\" font-size=\"11\" fill=\"#6b7280\">darker = larger share of the row; hover a cell for its value and interval</text>",
-        h - 8.0
+        "<defs><linearGradient id=\"hm-legend\"><stop offset=\"0\" stop-color=\"rgb(239,246,255)\"/><stop offset=\"1\" stop-color=\"rgb(30,64,175)\"/></linearGradient></defs>\
+         <rect class=\"legend\" x=\"{lx:.1}\" y=\"{ly:.1}\" width=\"120\" height=\"10\" fill=\"url(#hm-legend)\" stroke=\"#9ca3af\" stroke-width=\"0.5\"/>\
+         <text x=\"{lx:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#6b7280\">0 %</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#6b7280\" text-anchor=\"end\">the row's largest share</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#6b7280\">colour: share of the row (values and intervals in the table below)</text>",
+        ly + 20.0,
+        lx + 120.0,
+        ly + 20.0,
+        lx + 130.0,
+        ly + 9.0
     );
     s.push_str("</svg>");
     s

@@ -51,7 +51,7 @@ fn report_is_charged_once_and_its_statement_matches_the_ledger() {
         assert!(text.contains(&format!("ledger entry #{}", e["id"])), "statement lacks the entry id");
         assert!(text.contains(e["hash"].as_str().unwrap()), "statement lacks the entry hash");
         assert!(text.contains("ε = 3"), "statement lacks ε");
-        assert!(text.contains("do not cover bias from bounding"));
+        assert!(text.contains("Bias from bounding is stated per section"));
     }
     // every number carries value, stddev and interval
     for s in r["sections"].as_array().unwrap() {
@@ -164,12 +164,54 @@ fn report_renders_in_headless_chromium() {
     let o = std::process::Command::new(&chrome).args(flags).arg(format!("--user-data-dir={}", profile.display())).arg("--dump-dom").arg(&url).output().unwrap();
     assert!(o.status.success());
     let dom = String::from_utf8_lossy(&o.stdout);
-    for id in ["messages_per_day", "growth", "top_emoji", "hourly", "bedtime", "video_after_dinner", "payments", "call_minutes", "privacy"] {
+    for id in ["messages_per_day", "growth", "top_emoji", "hourly", "last_message", "video_after_dinner", "payments", "call_minutes", "privacy"] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "section {id} missing from the rendered page");
     }
     assert!(dom.matches("<svg").count() >= 7);
     assert!(dom.contains("class=\"errorbar\""), "error bars drawn");
+    // heat maps carry a colour legend and a table of their values and intervals
+    assert!(dom.contains("class=\"legend\"") && dom.contains("class=\"values\""), "heat map legend and values");
+    // months by name, technical detail folded away, no raw timestamps
+    assert!(dom.contains(">Jan<") && dom.contains("How this was computed"));
+    assert!(!regex_like_raw_timestamp(&dom), "a raw timestamp in the page");
+    // no negative count anywhere: every released count is ≥ 0, with its interval
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    for sec in report["sections"].as_array().unwrap() {
+        for row in sec["result"]["rows"].as_array().unwrap() {
+            for (name, cell) in row.as_object().unwrap() {
+                if let Some(v) = cell.get("value").and_then(|v| v.as_f64()) {
+                    let counts = name.contains("messages") || name.contains("uses") || name.contains("payments") || name.contains("calls");
+                    if counts {
+                        assert!(v >= 0.0 && cell["ci_low"].as_f64().unwrap() >= 0.0, "{}: {name} = {v}", sec["id"]);
+                    }
+                }
+            }
+        }
+    }
+    for bad in ["-inf", "inf %", "NaN"] {
+        assert!(!dom.contains(bad), "`{bad}` printed in the report");
+    }
     if let Ok(keep) = std::env::var("DPQ_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+/// A run of 13+ digits not after a decimal point or inside a hex hash (a
+/// timestamp printed as its raw milli/micro/nanoseconds).
+fn regex_like_raw_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() && (i == 0 || !(b[i - 1] == b'.' || b[i - 1].is_ascii_alphanumeric())) {
+            let j = (i..b.len()).find(|&k| !b[k].is_ascii_digit()).unwrap_or(b.len());
+            let hexish = j < b.len() && b[j].is_ascii_alphabetic();
+            if j - i >= 13 && !hexish {
+                return true;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }

@@ -73,6 +73,8 @@ pub enum Choose {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoBounds {
+    /// The ε charged for it all (the picks and counts below spend at most this).
+    pub epsilon: Amount,
     /// ε of each pick.
     pub epsilon_each: Amount,
     /// ε of each of the two disclosure counts.
@@ -125,7 +127,14 @@ impl AutoBounds {
             (Choose::GroupsAndRows, Some(_)) => 2,
             _ => 1,
         };
-        AutoBounds { epsilon_each: (epsilon - disclose).mul_ratio_floor(1, picks), epsilon_disclose: disclose.mul_ratio_floor(1, 2), choose, groups, target }
+        AutoBounds {
+            epsilon,
+            epsilon_each: (epsilon - disclose).mul_ratio_floor(1, picks),
+            epsilon_disclose: disclose.mul_ratio_floor(1, 2),
+            choose,
+            groups,
+            target,
+        }
     }
 
     fn picks(&self) -> u128 {
@@ -192,9 +201,12 @@ impl AutoBounds {
 }
 
 impl Mechanism for AutoBounds {
+    /// The ε it was given: the picks and the two counts spend at most that
+    /// (their shares are rounded down), so the charge states a round amount.
     fn releases(&self) -> Vec<Release> {
-        let total = self.epsilon_each.mul_ratio_floor(self.picks(), 1) + self.epsilon_disclose.mul_ratio_floor(2, 1);
-        vec![Release::Pure { epsilon: total }]
+        let spent = self.epsilon_each.mul_ratio_floor(self.picks(), 1) + self.epsilon_disclose.mul_ratio_floor(2, 1);
+        debug_assert!(spent <= self.epsilon);
+        vec![Release::Pure { epsilon: self.epsilon }]
     }
 }
 

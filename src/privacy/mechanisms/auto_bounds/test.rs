@@ -19,8 +19,10 @@ fn cost_is_what_the_picks_and_counts_use() {
         AutoBounds::new(eps, Choose::GroupsAndRows, None, 5),
         AutoBounds::new(eps, Choose::Groups, Some(24), 5),
     ] {
-        assert!(cost(&a) <= eps, "{a:?}");
-        assert!(cost(&a) > eps.mul_ratio_floor(99, 100), "{a:?}: the share is spent, not wasted");
+        assert_eq!(cost(&a), eps, "{a:?}: the charge is the share given");
+        let used = a.epsilon_each.mul_ratio_floor(if a.choose == Choose::GroupsAndRows && a.groups.is_some() { 2 } else { 1 }, 1)
+            + a.epsilon_disclose.mul_ratio_floor(2, 1);
+        assert!(used <= eps && used > eps.mul_ratio_floor(99, 100), "{a:?}: the picks and counts spend the share, never more");
     }
 }
 
