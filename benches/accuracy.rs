@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::util::display::array_value_to_string;
 use dpq::dataset::Dataset;
-use dpq::engine::Engine;
 use dpq::generate::{FileFormat, GenerateOptions};
 use dpq::ingest::IngestOptions;
 use rand::{Rng, SeedableRng};
@@ -143,6 +142,7 @@ fn movielens() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("dpq.toml"), MOVIELENS_TOML).unwrap();
+    let id = Dataset::open(&data).unwrap().id("bench").unwrap();
     let mut r = rand_chacha::ChaCha20Rng::seed_from_u64(1997);
     let people = 943;
     let ages = ["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"];
@@ -201,7 +201,14 @@ fn movielens() -> PathBuf {
     std::fs::write(dir.join("ratings.csv"), ratings).unwrap();
     let ds = Dataset::open(&data).unwrap();
     for t in ["users", "ratings"] {
-        let o = IngestOptions { dataset: None, table: t.into(), files: vec![dir.join(format!("{t}.csv"))], force: false, format: None, progress: false };
+        let o = IngestOptions {
+            dataset: Some(id.clone()),
+            table: t.into(),
+            files: vec![dir.join(format!("{t}.csv"))],
+            force: false,
+            format: None,
+            progress: dpq::progress::silent(),
+        };
         dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     }
     eprintln!("movielens-shaped: {people} people, {total} ratings");
@@ -216,13 +223,21 @@ fn events(events: u64) -> PathBuf {
         return data;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let ds = Dataset::init(&data).unwrap();
+    let ds = Dataset::init_with_budget(&data, "1000000000".parse().unwrap(), "1e-6".parse().unwrap()).unwrap();
+    let id = ds.id("bench").unwrap();
     let users = (events as f64 / (365.0 * 2.35)).ceil() as u64;
     let logs = dir.join("logs");
     dpq::generate::generate(&GenerateOptions { users, days: 365, out: logs.clone(), format: FileFormat::Parquet, messages_per_day: 1.0, ..Default::default() })
         .unwrap();
     for t in ["emoji_catalog", "users", "messages"] {
-        let o = IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
+        let o = IngestOptions {
+            dataset: Some(id.clone()),
+            table: t.into(),
+            files: vec![logs.join(format!("{t}.parquet"))],
+            force: false,
+            format: None,
+            progress: dpq::progress::silent(),
+        };
         dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     }
     data
@@ -248,7 +263,7 @@ fn main() {
     rt.block_on(async {
         for (name, data) in &sets {
             let ds = Dataset::open(data).unwrap();
-            let engine = Engine::open(&ds, None).await.unwrap();
+            let session = dpq::Session::open(data).await.unwrap();
             let ctx = datafusion::prelude::SessionContext::new();
             for t in ds.config.tables.keys() {
                 let p = data.join("tables").join(t);
@@ -266,14 +281,11 @@ fn main() {
                         truth.insert(k, v);
                     }
                 }
-                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), Some("1e-8".parse().unwrap()), None, None, None, None, None, None);
-                let dpq::engine::Prepared::Dp { query, cal, .. } = engine.prepare(q.dp, &p).await.unwrap() else { panic!("not DP") };
+                let o = dpq::QueryOptions::new().epsilon("1".parse().unwrap()).delta("1e-8".parse().unwrap()).fresh(true);
                 let mut rels = Vec::new();
                 let mut limits = String::new();
-                for seed in 0..runs {
-                    let mut s = [0u8; 32];
-                    s[..8].copy_from_slice(&seed.to_le_bytes());
-                    let r = engine.compute(&query, &cal, s).await.unwrap();
+                for _ in 0..runs {
+                    let r = session.query(q.dp, &o).await.unwrap().result;
                     limits = r.bounding_used.clone().unwrap_or_default();
                     let key_col = &r.columns[0].name;
                     let val_col = &r.columns[1].name;

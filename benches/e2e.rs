@@ -17,7 +17,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use dpq::dataset::Dataset;
-use dpq::engine::Engine;
 use dpq::generate::{FileFormat, GenerateOptions};
 use dpq::ingest::IngestOptions;
 
@@ -70,7 +69,7 @@ fn dataset(events: u64) -> PathBuf {
         return data;
     }
     let _ = std::fs::remove_dir_all(&root);
-    let ds = Dataset::init(&data).unwrap();
+    let ds = Dataset::init_with_budget(&data, "1000000000".parse().unwrap(), "1e-6".parse().unwrap()).unwrap();
     // ~2.3 events per person-day at messages_per_day = 1, 365 days
     let users = (events as f64 / (365.0 * 2.35)).ceil() as u64;
     let logs = root.join("logs");
@@ -82,13 +81,20 @@ fn dataset(events: u64) -> PathBuf {
         seed: 1,
         format: FileFormat::Parquet,
         messages_per_day: 1.0,
-        progress: true,
+        progress: dpq::progress::silent(),
         ..Default::default()
     })
     .unwrap();
     eprintln!("generated {} events for {users} people in {:.1}s", g.events(), t0.elapsed().as_secs_f64());
     for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
-        let o = IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: true };
+        let o = IngestOptions {
+            dataset: Some(ds.id("bench").unwrap()),
+            table: t.into(),
+            files: vec![logs.join(format!("{t}.parquet"))],
+            force: false,
+            format: None,
+            progress: dpq::progress::silent(),
+        };
         let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         eprintln!("ingested {t}: {} rows ({:.0} rows/s)", s.kept, s.rows_per_second());
     }
@@ -120,13 +126,10 @@ fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
                 t0.elapsed().as_secs_f64()
             }
             _ => {
-                let ds = Dataset::open(data).unwrap();
                 let t0 = Instant::now();
-                let engine = Engine::open(&ds, mem).await.unwrap();
-                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, Some(false));
-                let prepared = engine.prepare(query.dp, &p).await.unwrap();
-                let dpq::engine::Prepared::Dp { query, cal, .. } = prepared else { panic!("not DP") };
-                let r = engine.compute(&query, &cal, [9; 32]).await.unwrap();
+                let s = dpq::Session::open_with(data, dpq::SessionOptions { memory_limit: mem, ..Default::default() }).await.unwrap();
+                let o = dpq::QueryOptions::new().epsilon("1".parse().unwrap()).auto_bounds(false).fresh(true);
+                let r = s.query(query.dp, &o).await.unwrap();
                 std::hint::black_box(r);
                 t0.elapsed().as_secs_f64()
             }
@@ -179,7 +182,7 @@ fn main() {
     let mem = arg("--memory-limit");
     let only = arg("--only");
     let data = dataset(events);
-    let rows = dpq::ingest::manifest::Manifest::load(&data, "messages").unwrap().unwrap().rows();
+    let rows = dpq::storage::manifest::Manifest::load(&data, "messages").unwrap().unwrap().rows();
     println!(
         "\ndpq end-to-end benchmark: {rows} messages, {} cores, memory limit {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -229,12 +232,18 @@ fn dataset_small() -> PathBuf {
     let data = root.join("data");
     if !data.join("tables/calls/manifest.json").exists() {
         let _ = std::fs::remove_dir_all(&root);
-        let ds = Dataset::init(&data).unwrap();
+        let ds = Dataset::init_with_budget(&data, "1000000000".parse().unwrap(), "1e-6".parse().unwrap()).unwrap();
         let logs = root.join("logs");
         dpq::generate::generate(&GenerateOptions { users: 200, days: 30, out: logs.clone(), format: FileFormat::Parquet, ..Default::default() }).unwrap();
         for t in ["emoji_catalog", "users", "calls"] {
-            let o =
-                IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
+            let o = IngestOptions {
+                dataset: Some(ds.id("bench").unwrap()),
+                table: t.into(),
+                files: vec![logs.join(format!("{t}.parquet"))],
+                force: false,
+                format: None,
+                progress: dpq::progress::silent(),
+            };
             dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         }
     }
@@ -244,7 +253,7 @@ fn dataset_small() -> PathBuf {
 fn ingest_csv_throughput() -> (u64, f64) {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    let ds = Dataset::init(&data).unwrap();
+    let ds = Dataset::init_with_budget(&data, "1000000000".parse().unwrap(), "1e-6".parse().unwrap()).unwrap();
     let logs = d.path().join("logs");
     dpq::generate::generate(&GenerateOptions {
         users: 1500,
@@ -256,7 +265,14 @@ fn ingest_csv_throughput() -> (u64, f64) {
     })
     .unwrap();
     let t0 = Instant::now();
-    let o = IngestOptions { dataset: None, table: "messages".into(), files: vec![logs.join("messages.csv")], force: false, format: None, progress: false };
+    let o = IngestOptions {
+        dataset: Some(ds.id("bench").unwrap()),
+        table: "messages".into(),
+        files: vec![logs.join("messages.csv")],
+        force: false,
+        format: None,
+        progress: dpq::progress::silent(),
+    };
     let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     (s.kept, t0.elapsed().as_secs_f64())
 }
@@ -275,13 +291,12 @@ fn keyed(cols: &[String], rows: Vec<Vec<String>>, value_col: usize) -> std::coll
 /// Error of dpq's released histograms against the true answer: fixed bounds vs `--auto-bounds`.
 fn accuracy(data: &Path) {
     use datafusion::arrow::util::display::array_value_to_string;
-    let rows = dpq::ingest::manifest::Manifest::load(data, "messages").unwrap().unwrap().rows();
+    let rows = dpq::storage::manifest::Manifest::load(data, "messages").unwrap().unwrap().rows();
     println!("\naccuracy against the true answer: {rows} messages, ε = 1 per query, 5 releases each");
     println!("{:<26} {:<12} {:>8} {:>14} {:>14} {:>14}", "question", "bounds", "cells", "median |err|", "mean |err|", "mean rel err");
     let rt = rt();
     rt.block_on(async {
-        let ds = Dataset::open(data).unwrap();
-        let engine = Engine::open(&ds, None).await.unwrap();
+        let session = dpq::Session::open(data).await.unwrap();
         let ctx = datafusion::prelude::SessionContext::new();
         for t in ["messages", "users"] {
             ctx.register_parquet(t, data.join("tables").join(t).to_str().unwrap(), datafusion::prelude::ParquetReadOptions::default()).await.unwrap();
@@ -298,12 +313,11 @@ fn accuracy(data: &Path) {
             let tcols: Vec<String> = (0..ncols).map(|i| i.to_string()).collect();
             let truth = keyed(&tcols, trows, ncols - 1);
             for auto in [false, true] {
-                let p = dpq::engine::params_from(&ds.config, Some("1".parse().unwrap()), None, None, None, None, None, None, Some(auto));
-                let dpq::engine::Prepared::Dp { query, cal, .. } = engine.prepare(q.dp, &p).await.unwrap() else { panic!("not DP") };
+                let o = dpq::QueryOptions::new().epsilon("1".parse().unwrap()).auto_bounds(auto).fresh(true);
                 let mut errs = Vec::new();
                 let mut rels = Vec::new();
-                for seed in 0..5u8 {
-                    let r = engine.compute(&query, &cal, [seed; 32]).await.unwrap();
+                for _ in 0..5u8 {
+                    let r = session.query(q.dp, &o).await.unwrap().result;
                     let cols: Vec<String> = r.columns.iter().map(|c| c.name.clone()).collect();
                     let vi = r.columns.iter().position(|c| c.noisy).unwrap();
                     let rows: Vec<Vec<String>> = r

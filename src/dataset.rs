@@ -17,7 +17,7 @@ pub enum DatasetError {
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetLedgerError {
     #[error(transparent)]
-    Manifest(#[from] crate::ingest::manifest::ManifestError),
+    Manifest(#[from] crate::storage::manifest::ManifestError),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
 }
@@ -55,16 +55,30 @@ impl Dataset {
         Dataset::open(dir)
     }
 
+    /// A new dataset with a lifetime budget other than the template's (for
+    /// benchmarks and tools; people change budgets with `dpq budget set`).
+    pub fn init_with_budget(dir: &Path, epsilon: crate::privacy::amount::Amount, delta: crate::privacy::amount::Amount) -> Result<Dataset, DatasetError> {
+        let ds = Dataset::init(dir)?;
+        crate::config::write_budget(&ds.config.file, epsilon, delta)?;
+        Dataset::open(dir)
+    }
+
+    /// The dataset's id (creating its ledger if the dataset holds no data yet),
+    /// for ingest options.
+    pub fn id(&self, analyst: &str) -> Result<String, DatasetLedgerError> {
+        Ok(self.ledger(analyst)?.dataset().to_string())
+    }
+
     pub fn ledger_path(&self) -> PathBuf {
         self.dir.join("ledger.db")
     }
 
     /// What the ledger is checked against: the tables that hold data (with the
     /// dataset id their manifests record) and dpq.toml's [budget].
-    pub fn binding(&self) -> Result<crate::ledger::Binding, crate::ingest::manifest::ManifestError> {
+    pub fn binding(&self) -> Result<crate::ledger::Binding, crate::storage::manifest::ManifestError> {
         let mut tables = Vec::new();
         for name in self.config.tables.keys() {
-            if let Some(m) = crate::ingest::manifest::Manifest::load(&self.dir, name)? {
+            if let Some(m) = crate::storage::manifest::Manifest::load(&self.dir, name)? {
                 if !m.parts.is_empty() {
                     tables.push((name.clone(), m.dataset.clone()));
                 }
@@ -74,7 +88,7 @@ impl Dataset {
         if let Ok(rd) = std::fs::read_dir(self.dir.join("tables")) {
             for d in rd.flatten() {
                 let name = d.file_name().to_string_lossy().to_string();
-                if !self.config.tables.contains_key(&name) && d.path().join(crate::ingest::manifest::MANIFEST).exists() {
+                if !self.config.tables.contains_key(&name) && d.path().join(crate::storage::manifest::MANIFEST).exists() {
                     tables.push((name, None));
                 }
             }

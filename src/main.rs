@@ -3,17 +3,21 @@
 
 use clap::Parser;
 
+mod cli;
+
 fn main() {
-    dpq::engine::total::install_panic_hook();
-    let args = dpq::cli::Args::parse();
-    match dpq::cli::run(args) {
+    dpq::install_panic_hook();
+    let args = cli::Args::parse();
+    match cli::run(args) {
         Ok(()) => {}
+        // a closed pipe (`dpq budget --log | head -1`) is the reader's choice, not a failure
+        Err(err) if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {}
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            std::process::exit(dpq::cli::exit_code(&err));
+            std::process::exit(cli::exit_code(&err));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The CSV ingest reader never panics and accounts for every row it sees.
 #![no_main]
-use dpq::ingest::manifest::ColumnSpec;
-use dpq::ingest::schema::ColumnType;
+use dpq::storage::manifest::ColumnSpec;
+use dpq::storage::schema::ColumnType;
 use libfuzzer_sys::fuzz_target;
 
 fn schema() -> Vec<ColumnSpec> {
@@ -14,5 +14,5 @@ fn schema() -> Vec<ColumnSpec> {
 fuzz_target!(|data: &[u8]| {
     let mut input = b"user_id,ts,chat_kind,emoji,length\n".to_vec();
     input.extend_from_slice(data);
-    let _ = dpq::ingest::check_bytes(&input, dpq::generate::FileFormat::Csv, &schema(), Some("user_id"), &["length".to_string()]);
+    let _ = dpq::ingest::check_bytes(&input, dpq::storage::FileFormat::Csv, &schema(), Some("user_id"), &["length".to_string()]);
 });

@@ -1,7 +1,7 @@
 //! The JSON Lines ingest reader never panics.
 #![no_main]
-use dpq::ingest::manifest::ColumnSpec;
-use dpq::ingest::schema::ColumnType;
+use dpq::storage::manifest::ColumnSpec;
+use dpq::storage::schema::ColumnType;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -9,5 +9,5 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|(n, t)| ColumnSpec { name: n.to_string(), ty: *t })
         .collect();
-    let _ = dpq::ingest::check_bytes(data, dpq::generate::FileFormat::Jsonl, &schema, Some("user_id"), &["duration_s".to_string()]);
+    let _ = dpq::ingest::check_bytes(data, dpq::storage::FileFormat::Jsonl, &schema, Some("user_id"), &["duration_s".to_string()]);
 });

@@ -2,6 +2,17 @@
 //! library. Output formatting for people lives here; the work lives in the
 //! library modules.
 
+/// `println!` that returns the write error (a closed pipe) instead of panicking.
+macro_rules! outln {
+    () => { $crate::cli::out("\n")? };
+    ($($t:tt)*) => { $crate::cli::out(&format!("{}\n", format_args!($($t)*)))? };
+}
+
+/// `print!` that returns the write error instead of panicking.
+macro_rules! outp {
+    ($($t:tt)*) => { $crate::cli::out(&format!($($t)*))? };
+}
+
 mod commands;
 pub mod output;
 pub mod progress;
@@ -10,10 +21,39 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::MechanismKind;
-use crate::generate::FileFormat;
+use dpq::config::MechanismKind;
+use dpq::storage::FileFormat;
+
+/// File formats on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum FormatArg {
+    #[default]
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+impl From<FormatArg> for FileFormat {
+    fn from(f: FormatArg) -> FileFormat {
+        match f {
+            FormatArg::Csv => FileFormat::Csv,
+            FormatArg::Jsonl => FileFormat::Jsonl,
+            FormatArg::Parquet => FileFormat::Parquet,
+        }
+    }
+}
 
 pub use commands::run;
+
+/// Write to stdout; a closed pipe (`dpq budget --log | head -1`) surfaces as an
+/// error the binary treats as success.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
 
 /// Differentially private analytics over people's event logs.
 #[derive(Debug, Parser)]
@@ -68,8 +108,8 @@ pub enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
-        format: FileFormat,
+        #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
+        format: FormatArg,
         /// First day of the logs (YYYY-MM-DD).
         #[arg(long, default_value = "2025-01-01")]
         start: chrono::NaiveDate,
@@ -87,7 +127,7 @@ pub enum Command {
         force: bool,
         /// Input format (default: from the file extension).
         #[arg(long, value_enum)]
-        format: Option<FileFormat>,
+        format: Option<FormatArg>,
     },
     /// Answer an aggregate SQL query with differential privacy.
     Query {

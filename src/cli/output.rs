@@ -3,61 +3,9 @@
 use serde_json::Value;
 
 use super::OutputFormat;
-use crate::engine::result::QueryResult;
-use crate::ledger::{Entry, Status, VerifyReport};
-
-fn num(v: &Value) -> String {
-    match v {
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                return i.to_string();
-            }
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            fmt_f(f)
-        }
-        Value::String(s) => s.clone(),
-        Value::Null => "NULL".into(),
-        other => other.to_string(),
-    }
-}
-
-pub fn fmt_f(f: f64) -> String {
-    if !f.is_finite() {
-        return f.to_string();
-    }
-    let a = f.abs();
-    if a >= 1e6 || (a > 0.0 && a < 1e-3) {
-        format!("{f:.4e}")
-    } else if a >= 1000.0 {
-        format!("{f:.1}")
-    } else if a >= 1.0 {
-        format!("{f:.3}")
-    } else {
-        format!("{f:.4}")
-    }
-}
-
-/// A noisy cell: `value ± half-width` when its interval is symmetric about the
-/// value, else `value [lo, hi]` (a count clipped at 0, a mean's ratio interval,
-/// a quantile's rank interval).
-pub fn cell_text(v: &Value) -> String {
-    match v {
-        Value::Object(o) if o.contains_key("ci_low") => {
-            let lo = o["ci_low"].as_f64().unwrap_or(f64::NAN);
-            let hi = o["ci_high"].as_f64().unwrap_or(f64::NAN);
-            let x = o["value"].as_f64().unwrap_or(f64::NAN);
-            let half = (hi - lo) / 2.0;
-            if !lo.is_finite() || !hi.is_finite() {
-                format!("{} (interval unbounded: not enough data at this ε)", num(&o["value"]))
-            } else if x.is_finite() && ((x - lo) - (hi - x)).abs() <= 0.01 * half.abs().max(1e-12) {
-                format!("{} ± {}", num(&o["value"]), fmt_f(half))
-            } else {
-                format!("{} [{}, {}]", num(&o["value"]), fmt_f(lo), fmt_f(hi))
-            }
-        }
-        other => num(other),
-    }
-}
+use dpq::ledger::{Entry, Status, VerifyReport};
+pub use dpq::present::{cell_text, fmt_f, table};
+use dpq::session::QueryResult;
 
 pub fn render(r: &QueryResult, format: OutputFormat) -> String {
     match format {
@@ -160,45 +108,6 @@ pub fn render(r: &QueryResult, format: OutputFormat) -> String {
     }
 }
 
-pub fn table(headers: &[String], rows: &[Vec<String>]) -> String {
-    let width = |s: &str| unicode_width(s);
-    let mut w: Vec<usize> = headers.iter().map(|h| width(h)).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(width(c));
-        }
-    }
-    let mut s = String::new();
-    let line = |cells: &[String], s: &mut String| {
-        for (i, c) in cells.iter().enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            s.push_str(c);
-            s.push_str(&" ".repeat(w[i].saturating_sub(width(c))));
-        }
-        s.push('\n');
-    };
-    line(headers, &mut s);
-    let rule: Vec<String> = w.iter().map(|n| "─".repeat(*n)).collect();
-    line(&rule, &mut s);
-    for r in rows {
-        line(r, &mut s);
-    }
-    s
-}
-
-/// Display width (emoji count as two columns).
-fn unicode_width(s: &str) -> usize {
-    s.chars()
-        .map(|c| match c as u32 {
-            0x200D | 0xFE0F | 0xFE0E => 0,
-            0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x3000..=0x9FFF | 0xAC00..=0xD7AF | 0xFF00..=0xFFEF => 2,
-            _ => 1,
-        })
-        .sum()
-}
-
 pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat) -> String {
     let g = &s.governing;
     match format {
@@ -287,10 +196,10 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
             out.push_str(&format!("spent    ε={}  δ={}\n", s.epsilon_spent, s.totals.delta));
             out.push_str(&format!("remains  ε={}  δ={}\n", s.remaining_epsilon(), s.remaining_delta()));
             match s.budget.rule {
-                crate::privacy::accountant::filter::Rule::Basic => {
+                dpq::privacy::accountant::filter::Rule::Basic => {
                     out.push_str(&format!("         for reference (not used for admission): Σρ = {} (pure releases as ε²/2)\n", s.totals.rho))
                 }
-                crate::privacy::accountant::filter::Rule::Zcdp => out.push_str(&format!(
+                dpq::privacy::accountant::filter::Rule::Zcdp => out.push_str(&format!(
                     "         governed by Σρ = {} of ρ* = {}; for reference, basic composition: ε={} δ={}\n",
                     g.spent, g.total, s.totals.epsilon, s.totals.delta
                 )),
@@ -303,20 +212,20 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
                     .iter()
                     .map(|e| {
                         let mut t: String = e.text.split_whitespace().collect::<Vec<_>>().join(" ");
-                        if crate::ledger::is_charge(&e.kind) && t.chars().count() > 80 {
+                        if dpq::ledger::is_charge(&e.kind) && t.chars().count() > 80 {
                             t = t.chars().take(77).collect::<String>() + "…";
                         }
                         let (eps, del) =
-                            if crate::ledger::is_charge(&e.kind) { (e.epsilon.to_string(), e.delta.to_string()) } else { (String::new(), String::new()) };
+                            if dpq::ledger::is_charge(&e.kind) { (e.epsilon.to_string(), e.delta.to_string()) } else { (String::new(), String::new()) };
                         vec![
                             e.id.to_string(),
                             e.time.clone(),
-                            crate::ledger::printable(&e.analyst),
+                            dpq::ledger::printable(&e.analyst),
                             e.kind.clone(),
                             eps,
                             del,
                             mech(e),
-                            crate::ledger::printable(&t),
+                            dpq::ledger::printable(&t),
                         ]
                     })
                     .collect();
@@ -332,7 +241,7 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
     }
 }
 
-pub fn render_by_analyst(s: &Status, rows: &[(String, crate::privacy::accountant::filter::Totals)], format: OutputFormat) -> String {
+pub fn render_by_analyst(s: &Status, rows: &[(String, dpq::privacy::accountant::filter::Totals)], format: OutputFormat) -> String {
     match format {
         OutputFormat::Json => {
             let v: Vec<Value> = rows
@@ -351,7 +260,7 @@ pub fn render_by_analyst(s: &Status, rows: &[(String, crate::privacy::accountant
 }
 
 fn mech(e: &Entry) -> String {
-    use crate::privacy::accountant::Release;
+    use dpq::privacy::accountant::Release;
     let mut pure = 0;
     let mut z = 0;
     let mut a = 0;

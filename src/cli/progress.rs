@@ -1,6 +1,7 @@
 //! Progress bars on a terminal, silence when piped.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -9,28 +10,40 @@ pub fn wanted() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("DPQ_NO_PROGRESS").is_none()
 }
 
-pub fn bar(show: bool, len: u64, msg: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// indicatif bars for the library's progress reports.
+struct Bars;
+
+struct Bar(ProgressBar);
+
+impl dpq::progress::Progress for Bars {
+    fn start(&self, len: u64, bytes: bool, label: &str) -> Box<dyn dpq::progress::Bar> {
+        let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        let template = if bytes { "{msg:24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})" } else { "{msg:24} [{bar:30}] {pos}/{len} ({eta})" };
+        pb.set_style(ProgressStyle::with_template(template).unwrap().progress_chars("=> "));
+        pb.set_message(label.to_string());
+        Box::new(Bar(pb))
     }
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len} ({eta})").unwrap().progress_chars("=> "));
-    pb.set_message(msg.to_string());
-    pb
 }
 
-pub fn bytes_bar(show: bool, len: u64, msg: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+impl dpq::progress::Bar for Bar {
+    fn inc(&self, n: u64) {
+        self.0.inc(n)
     }
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})").unwrap().progress_chars("=> "));
-    pb.set_message(msg.to_string());
-    pb
+    fn set_position(&self, pos: u64) {
+        self.0.set_position(pos)
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear()
+    }
 }
 
-pub fn spinner(show: bool, msg: &str) -> ProgressBar {
-    if !show {
+/// Bars on a terminal, else silence.
+pub fn reporter() -> Arc<dyn dpq::progress::Progress> {
+    if wanted() { Arc::new(Bars) } else { dpq::progress::silent() }
+}
+
+pub fn spinner(msg: &str) -> ProgressBar {
+    if !wanted() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

@@ -105,7 +105,7 @@ pub struct TableConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ColumnConfig {
     /// The declared type (ingest enforces it; rows that do not parse are quarantined).
-    pub ty: Option<crate::ingest::schema::ColumnType>,
+    pub ty: Option<crate::storage::schema::ColumnType>,
     pub bounds: Option<(f64, f64)>,
     pub domain: Option<DomainConfig>,
 }
@@ -200,11 +200,11 @@ struct RawDomain {
 
 impl TableConfig {
     /// The declared schema (every column with its type), if the table declares one.
-    pub fn declared_schema(&self) -> Option<Vec<crate::ingest::manifest::ColumnSpec>> {
+    pub fn declared_schema(&self) -> Option<Vec<crate::storage::manifest::ColumnSpec>> {
         if self.columns.is_empty() || self.columns.values().any(|c| c.ty.is_none()) {
             return None;
         }
-        Some(self.columns.iter().map(|(n, c)| crate::ingest::manifest::ColumnSpec { name: n.clone(), ty: c.ty.expect("checked") }).collect())
+        Some(self.columns.iter().map(|(n, c)| crate::storage::manifest::ColumnSpec { name: n.clone(), ty: c.ty.expect("checked") }).collect())
     }
 }
 
@@ -394,7 +394,7 @@ impl Config {
                 };
                 let ty = match &rc.ty {
                     None => None,
-                    Some(t) => Some(crate::ingest::schema::ColumnType::parse(t).ok_or_else(|| {
+                    Some(t) => Some(crate::storage::schema::ColumnType::parse(t).ok_or_else(|| {
                         invalid(
                             &format!("{ckey}.type"),
                             format!("is `{t}`, not a type dpq stores"),

@@ -266,11 +266,9 @@ impl Groups {
         Ok(g)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// Group ids in a deterministic order: the declared domain order when every

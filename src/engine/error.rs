@@ -17,7 +17,7 @@ pub enum EngineError {
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
     #[error(transparent)]
-    Manifest(#[from] crate::ingest::manifest::ManifestError),
+    Manifest(#[from] crate::storage::manifest::ManifestError),
     #[error("{0}")]
     Invalid(String),
     #[error("internal error (a bug in dpq): {0}\n  please report it with the command you ran; nothing was released")]

@@ -38,6 +38,7 @@ pub struct Charge {
 pub struct Released {
     pub value: serde_json::Value,
     pub charge: Charge,
+    #[allow(dead_code)] // the result entry of the answer, for callers that cite it
     pub result_entry: i64,
     pub result_hash: String,
     /// Served from the ledger at no cost.

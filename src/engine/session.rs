@@ -19,8 +19,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use super::error::{EngineError, Result};
 use super::guard::{PrivateTable, ScanToken};
 use crate::config::Config;
-use crate::ingest::manifest::Manifest;
-use crate::ingest::schema::arrow_schema;
+use crate::storage::manifest::Manifest;
+use crate::storage::schema::arrow_schema;
 
 /// What the engine knows about a dataset's tables.
 #[derive(Debug, Clone)]
@@ -30,9 +30,10 @@ pub struct TableInfo {
 }
 
 /// Where bounded plans execute.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Backend {
     /// In this process (DataFusion).
+    #[default]
     Local,
     /// On an Apache DataFusion Ballista cluster: `df://host:port`, or
     /// `standalone` for an in-process scheduler and executor.
@@ -84,6 +85,7 @@ pub fn clamp_udf() -> ScalarUDF {
 
 /// dpq's own functions: `clamp` and every totality wrapper the rewrite can put
 /// in a plan (for registries that resolve functions by name, such as Ballista's).
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub fn dpq_functions() -> Vec<Arc<ScalarUDF>> {
     let defaults = SessionContext::new();
     let inner: Vec<Arc<ScalarUDF>> = super::analyze::expr::allowed::CONTRACTS
@@ -98,6 +100,7 @@ pub fn dpq_functions() -> Vec<Arc<ScalarUDF>> {
 
 /// The per-person aggregates under the totality wrapper (for registries that
 /// resolve functions by name, such as Ballista's).
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub fn dpq_aggregate_functions() -> Vec<Arc<datafusion::logical_expr::AggregateUDF>> {
     let defaults = SessionContext::new();
     let state = defaults.state();

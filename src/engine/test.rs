@@ -20,8 +20,14 @@ pub fn fixture() -> &'static Path {
             GenerateOptions { users: 200, days: 40, out: logs.clone(), seed: 5, format: FileFormat::Parquet, messages_per_day: 2.0, ..Default::default() };
         crate::generate::generate(&opts).unwrap();
         for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
-            let o =
-                IngestOptions { dataset: None, table: t.into(), files: vec![logs.join(format!("{t}.parquet"))], force: false, format: None, progress: false };
+            let o = IngestOptions {
+                dataset: None,
+                table: t.into(),
+                files: vec![logs.join(format!("{t}.parquet"))],
+                force: false,
+                format: None,
+                progress: crate::progress::silent(),
+            };
             crate::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         }
         data
@@ -143,7 +149,7 @@ fn bounding_really_bounds_a_heavy_user() {
             }
         }
         let ds = Dataset::open(&data).unwrap();
-        let o = IngestOptions { dataset: None, table: "messages".into(), files: vec![heavy], force: false, format: None, progress: false };
+        let o = IngestOptions { dataset: None, table: "messages".into(), files: vec![heavy], force: false, format: None, progress: crate::progress::silent() };
         crate::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
         let (after, _) = totals(data.clone()).await;
         let (l0, linf) = match family {
@@ -393,7 +399,7 @@ fn neighbour() -> tempfile::TempDir {
     }
     std::fs::write(&f, s).unwrap();
     let ds = Dataset::open(&data).unwrap();
-    let o = IngestOptions { dataset: None, table: "messages".into(), files: vec![f], force: false, format: None, progress: false };
+    let o = IngestOptions { dataset: None, table: "messages".into(), files: vec![f], force: false, format: None, progress: crate::progress::silent() };
     crate::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     d
 }

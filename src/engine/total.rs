@@ -65,6 +65,7 @@ pub fn install_panic_hook() {
 
 /// For tests: silence panics inside the wrappers, keep every other panic's
 /// message (assertion failures must stay readable).
+#[cfg(test)]
 pub fn install_quiet_hook_for_tests() {
     install(false)
 }
@@ -283,10 +284,6 @@ impl TotalFn {
     pub fn new(inner: Arc<ScalarUDF>) -> TotalFn {
         TotalFn { name: format!("total_{}", inner.name()), signature: inner.signature().clone(), inner }
     }
-    /// The wrapped function.
-    pub fn inner(&self) -> &ScalarUDF {
-        &self.inner
-    }
 }
 
 /// `f` under the totality wrapper, as a UDF.
@@ -352,9 +349,6 @@ pub struct TotalOp {
 impl TotalOp {
     pub fn new(op: Operator) -> TotalOp {
         TotalOp { name: format!("total_op_{}", op_name(op)), signature: Signature::any(2, Volatility::Immutable), op }
-    }
-    pub fn op(&self) -> Operator {
-        self.op
     }
 }
 
@@ -514,9 +508,6 @@ pub struct TotalAgg {
 impl TotalAgg {
     pub fn new(inner: Arc<AggregateUDF>) -> TotalAgg {
         TotalAgg { name: format!("total_agg_{}", inner.name()), inner }
-    }
-    pub fn inner(&self) -> &AggregateUDF {
-        &self.inner
     }
 }
 

@@ -38,23 +38,7 @@ pub enum GenerateError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum FileFormat {
-    #[default]
-    Csv,
-    Jsonl,
-    Parquet,
-}
-
-impl FileFormat {
-    pub fn extension(self) -> &'static str {
-        match self {
-            FileFormat::Csv => "csv",
-            FileFormat::Jsonl => "jsonl",
-            FileFormat::Parquet => "parquet",
-        }
-    }
-}
+pub use crate::storage::FileFormat;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -67,7 +51,7 @@ pub struct GenerateOptions {
     /// Median messages per person per active day (the mean is ~2.2× larger
     /// because of the heavy tail).
     pub messages_per_day: f64,
-    pub progress: bool,
+    pub progress: std::sync::Arc<dyn crate::progress::Progress>,
 }
 
 impl Default for GenerateOptions {
@@ -80,7 +64,7 @@ impl Default for GenerateOptions {
             format: FileFormat::Csv,
             start: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
             messages_per_day: 2.0,
-            progress: false,
+            progress: crate::progress::silent(),
         }
     }
 }
@@ -323,9 +307,7 @@ impl TableSink {
     }
 }
 
-pub fn days_since_epoch(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
-}
+pub use crate::storage::days_since_epoch;
 
 fn push_rfc3339(out: &mut Vec<u8>, secs: i64) {
     let dt = chrono::DateTime::from_timestamp(secs, 0).expect("timestamp in range");
@@ -422,7 +404,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
     let call_dur_voice = LogNormal::new((150.0f64).ln(), 1.0).unwrap();
     let call_dur_video = LogNormal::new((600.0f64).ln(), 0.9).unwrap();
 
-    let progress = crate::cli::progress::bar(opts.progress, opts.days as u64, "generating days");
+    let progress = opts.progress.start(opts.days as u64, false, "generating days");
     // per-day event buffers: (second of day, person index, payload)
     let mut day_msgs: Vec<(u32, u32, u8, i16, i64)> = Vec::new();
     let mut day_calls: Vec<(u32, u32, bool, i64)> = Vec::new();
@@ -503,7 +485,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
         }
         progress.inc(1);
     }
-    progress.finish_and_clear();
+    progress.finish();
     summary.messages = msgs.rows;
     summary.calls = calls.rows;
     summary.payments = pays.rows;

@@ -11,8 +11,7 @@
 //!   the commit point, so a crash leaves no partial part visible.
 //! * Files are streamed: memory does not grow with the input size.
 
-pub mod manifest;
-pub mod schema;
+pub use crate::storage::{manifest, schema};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -33,7 +32,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::generate::FileFormat;
+use crate::storage::FileFormat;
 use manifest::{ColumnSpec, Manifest, ManifestError, Part, SourceInfo, TableLock, table_dir};
 use schema::{BatchBuilder, ColumnType, Value};
 
@@ -75,7 +74,7 @@ pub struct IngestOptions {
     pub files: Vec<PathBuf>,
     pub force: bool,
     pub format: Option<FileFormat>,
-    pub progress: bool,
+    pub progress: std::sync::Arc<dyn crate::progress::Progress>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -149,7 +148,7 @@ pub fn ingest(data: &Path, config: &Config, opts: &IngestOptions) -> Result<Inge
             path: f,
             unit: tconf.privacy_unit.clone(),
             bounded: tconf.columns.iter().filter(|(_, c)| c.bounds.is_some()).map(|(n, _)| n.clone()).collect(),
-            progress: opts.progress,
+            progress: opts.progress.clone(),
             declared: tconf.declared_schema(),
             one_row: tconf.one_row_per_unit,
         };
@@ -221,7 +220,7 @@ struct FileCtx<'a> {
     path: &'a Path,
     unit: Option<String>,
     bounded: Vec<String>,
-    progress: bool,
+    progress: std::sync::Arc<dyn crate::progress::Progress>,
     /// The schema dpq.toml declares for the table, if it does.
     declared: Option<Vec<ColumnSpec>>,
     /// The table holds one row per person.
@@ -426,7 +425,7 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
     let tmp = dir.join(format!(".part-{part_no:06}.parquet.tmp"));
     let mut quarantine = Quarantine::new(ctx.data, ctx.table, part_no, ctx.path);
     let size = fs::metadata(ctx.path).map(|m| m.len()).unwrap_or(0);
-    let bar = crate::cli::progress::bytes_bar(ctx.progress, size, &format!("ingesting {}", file_label(ctx.path)));
+    let bar = ctx.progress.start(size, true, &format!("ingesting {}", file_label(ctx.path)));
 
     // Work out the schema: declared in dpq.toml (enforced, never widened), else
     // recorded by the first ingest, else inferred from this file.
@@ -485,15 +484,15 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
             s.spawn(move || part_writer(tmp, schema, rx, table))
         };
         let read = match format {
-            FileFormat::Csv => read_csv(ctx, &rules, &arrow_schema, tx, &mut quarantine, &bar),
-            FileFormat::Jsonl => read_jsonl(ctx, &rules, &arrow_schema, tx, &mut quarantine, &bar),
-            FileFormat::Parquet => read_parquet(ctx, &rules, &arrow_schema, tx, &mut quarantine, &bar),
+            FileFormat::Csv => read_csv(ctx, &rules, &arrow_schema, tx, &mut quarantine, &*bar),
+            FileFormat::Jsonl => read_jsonl(ctx, &rules, &arrow_schema, tx, &mut quarantine, &*bar),
+            FileFormat::Parquet => read_parquet(ctx, &rules, &arrow_schema, tx, &mut quarantine, &*bar),
         };
         let w = writer.join().expect("writer thread");
         read?;
         w
     });
-    bar.finish_and_clear();
+    bar.finish();
     let written = match written {
         Ok(w) => w,
         Err(e) => {
@@ -622,7 +621,7 @@ fn read_csv(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     tx: SyncSender<RecordBatch>,
     q: &mut Quarantine,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn crate::progress::Bar,
 ) -> Result<(), IngestError> {
     read_csv_from(csv_reader(ctx.path)?, ctx, rules, schema, tx, q, bar)
 }
@@ -634,7 +633,7 @@ fn read_csv_from<R: Read>(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     tx: SyncSender<RecordBatch>,
     q: &mut Quarantine,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn crate::progress::Bar,
 ) -> Result<(), IngestError> {
     let names = csv_header(ctx.path, &mut rdr)?;
     let map = column_map(ctx.path, ctx.table, &names, &rules.names)?;
@@ -781,7 +780,7 @@ fn read_jsonl(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     tx: SyncSender<RecordBatch>,
     q: &mut Quarantine,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn crate::progress::Bar,
 ) -> Result<(), IngestError> {
     read_jsonl_from(open_buffered(ctx.path)?, ctx, rules, schema, tx, q, bar)
 }
@@ -793,7 +792,7 @@ fn read_jsonl_from<R: BufRead>(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     tx: SyncSender<RecordBatch>,
     q: &mut Quarantine,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn crate::progress::Bar,
 ) -> Result<(), IngestError> {
     let rerr = |source| IngestError::Read { path: ctx.path.display().to_string(), source };
     let mut builder = BatchBuilder::new(schema.clone(), &rules.types, BATCH_ROWS);
@@ -894,7 +893,7 @@ fn read_parquet(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     tx: SyncSender<RecordBatch>,
     q: &mut Quarantine,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn crate::progress::Bar,
 ) -> Result<(), IngestError> {
     let b = parquet_reader(ctx.path)?;
     let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -998,7 +997,7 @@ pub fn check_bytes(bytes: &[u8], format: FileFormat, schema: &[ColumnSpec], unit
         path,
         unit: unit.map(|u| u.to_string()),
         bounded: bounded.to_vec(),
-        progress: false,
+        progress: crate::progress::silent(),
         declared: None,
         one_row: false,
     };
@@ -1007,7 +1006,7 @@ pub fn check_bytes(bytes: &[u8], format: FileFormat, schema: &[ColumnSpec], unit
     let mut q = Quarantine::new(path, "fuzz", 0, path);
     q.discard = true;
     let (tx, rx) = sync_channel::<RecordBatch>(1 << 16);
-    let bar = indicatif::ProgressBar::hidden();
+    let bar = crate::progress::Silent;
     let res = match format {
         FileFormat::Csv => read_csv_from(csv_builder().from_reader(bytes), &ctx, &rules, &arrow, tx, &mut q, &bar),
         FileFormat::Jsonl => read_jsonl_from(bytes, &ctx, &rules, &arrow, tx, &mut q, &bar),

@@ -81,7 +81,7 @@ impl ReportPlan {
             self.epsilon,
             self.delta,
             self.confidence * 100.0,
-            crate::cli::output::table(&headers, &rows)
+            crate::present::table(&headers, &rows)
         )
     }
 }
@@ -120,12 +120,12 @@ fn error_of(p: &Prepared, s: &Section) -> (Option<f64>, String) {
             AggMechanism::Count(c) => {
                 let hw = c.halfwidth(cal.confidence) * scale.abs();
                 worst = Some(worst.map_or(hw, |w: f64| w.max(hw)));
-                text.push(format!("{}: ±{}", a.display, crate::cli::output::fmt_f(hw)));
+                text.push(format!("{}: ±{}", a.display, crate::present::fmt_f(hw)));
             }
             AggMechanism::Sum(m) => {
                 let hw = m.halfwidth(cal.confidence) * scale.abs();
                 worst = Some(worst.map_or(hw, |w: f64| w.max(hw)));
-                text.push(format!("{}: ±{}", a.display, crate::cli::output::fmt_f(hw)));
+                text.push(format!("{}: ±{}", a.display, crate::present::fmt_f(hw)));
             }
             AggMechanism::Mean(_) | AggMechanism::Variance(_) => text.push(format!("{}: depends on n", a.display)),
             AggMechanism::Quantile(m) => {

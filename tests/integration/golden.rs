@@ -8,11 +8,6 @@
 
 use std::path::Path;
 
-use dpq::dataset::Dataset;
-use dpq::engine::{Engine, explain};
-
-use crate::util::base_dataset;
-
 struct Case {
     kind: String,
     name: String,
@@ -56,11 +51,10 @@ fn render(cases: &[Case], actual: &[String]) -> String {
     s
 }
 
-async fn actual(engine: &Engine, ds: &Dataset, c: &Case) -> String {
-    let params = dpq::engine::params_from(&ds.config, None, None, None, None, None, None, None, Some(false));
-    match engine.prepare(&c.sql, &params).await {
-        Ok(p) => {
-            let e = explain::explain(&p, None, None).unwrap();
+async fn actual(session: &dpq::Session, c: &Case) -> String {
+    let options = dpq::QueryOptions::new().auto_bounds(false);
+    match session.explain(&c.sql, &options).await {
+        Ok(e) => {
             let text = e.to_text();
             // drop the echo of the query itself
             let body: Vec<&str> = text.lines().skip(1).collect();
@@ -78,13 +72,14 @@ fn check(file: &str, min_cases: usize) {
     let text = std::fs::read_to_string(&path).unwrap();
     let cases = parse(&text);
     assert!(cases.len() >= min_cases, "{file}: {} cases, want ≥ {min_cases}", cases.len());
-    let ds = Dataset::open(base_dataset()).unwrap();
+    // a copy: explain opens the ledger, and the base dataset is shared
+    let (_d, data) = crate::util::dataset();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let outs: Vec<String> = rt.block_on(async {
-        let engine = Engine::open(&ds, None).await.unwrap();
+        let session = dpq::Session::open(&data).await.unwrap();
         let mut v = Vec::new();
         for c in &cases {
-            v.push(actual(&engine, &ds, c).await);
+            v.push(actual(&session, c).await);
         }
         v
     });

@@ -663,7 +663,8 @@ fn adversarial_dataset() -> (tempfile::TempDir, crate::dataset::Dataset) {
     w.write(&batch).unwrap();
     w.close().unwrap();
     let ds = Dataset::open(&data).unwrap();
-    let o = crate::ingest::IngestOptions { dataset: None, table: "adv".into(), files: vec![file], force: false, format: None, progress: false };
+    let o =
+        crate::ingest::IngestOptions { dataset: None, table: "adv".into(), files: vec![file], force: false, format: None, progress: crate::progress::silent() };
     let s = crate::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
     assert_eq!(s.table_rows, n as u64, "every adversarial row is stored");
     (dir, ds)

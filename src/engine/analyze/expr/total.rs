@@ -217,9 +217,3 @@ pub fn check_pattern(l: &Like, similar: bool) -> std::result::Result<(), String>
     .map_err(|e| e.to_string())?;
     e.evaluate(&batch).map(|_| ()).map_err(bad)
 }
-
-/// Functions that dpq's own plans use on values it has already made finite and
-/// in range (the bounded plan's encoding); they are not user-facing.
-pub fn is_internal(e: &Expr) -> bool {
-    matches!(e, Expr::ScalarFunction(f) if is_total(&f.func))
-}

@@ -99,7 +99,7 @@ pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
 
 pub fn parse_date(s: &str) -> Option<i32> {
     let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    Some(crate::generate::days_since_epoch(d))
+    Some(super::days_since_epoch(d))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
