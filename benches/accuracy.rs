@@ -256,10 +256,7 @@ fn main() {
     let sets = [("movielens", movielens()), ("events", events(n_events))];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("accuracy at ε = 1, dpq's defaults, mean relative error over the cells, {runs} releases each");
-    println!(
-        "{:<12} {:<34} {:>8} {:>12} {:>10} {:>10} {:>8}  {}",
-        "data", "question", "dpq now", "dpq before", "best peer", "target", "met", "limits (last run)"
-    );
+    println!("{:<12} {:<34} {:>8} {:>12} {:>10} {:>10} {:>8}  limits (last run)", "data", "question", "dpq now", "dpq before", "best peer", "target", "met");
     rt.block_on(async {
         for (name, data) in &sets {
             let ds = Dataset::open(data).unwrap();

@@ -145,6 +145,7 @@ fn measure(variant: &str, q: usize, data: &Path, mem: Option<&str>) -> (f64, f64
     if let Some(m) = mem {
         cmd.args(["--memory-limit", m]);
     }
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its peak RSS
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;

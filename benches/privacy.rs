@@ -38,7 +38,7 @@ fn timing_vs_noise(_c: &mut Criterion) {
     let mut r = rng();
     let b = 160.0;
     let scale = Scale::new_at_least(160, 1);
-    let mut buckets = vec![(0u64, 0f64); 8];
+    let mut buckets = [(0u64, 0f64); 8];
     for _ in 0..200_000 {
         let t0 = Instant::now();
         let z = discrete_laplace(&mut r, scale);

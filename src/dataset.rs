@@ -78,10 +78,10 @@ impl Dataset {
     pub fn binding(&self) -> Result<crate::ledger::Binding, crate::storage::manifest::ManifestError> {
         let mut tables = Vec::new();
         for name in self.config.tables.keys() {
-            if let Some(m) = crate::storage::manifest::Manifest::load(&self.dir, name)? {
-                if !m.parts.is_empty() {
-                    tables.push((name.clone(), m.dataset.clone()));
-                }
+            if let Some(m) = crate::storage::manifest::Manifest::load(&self.dir, name)?
+                && !m.parts.is_empty()
+            {
+                tables.push((name.clone(), m.dataset.clone()));
             }
         }
         // tables on disk that dpq.toml no longer declares still hold data

@@ -1,11 +1,29 @@
 //! dpq: differentially private analytics over people's event logs.
 //!
-//! Event logs are ingested into Parquet tables ([`ingest`]); analysts write
-//! ordinary aggregate SQL, which [`engine`] rewrites so that each person's
-//! influence is bounded and executes with DataFusion; every released number goes
-//! through the exact mechanisms in [`privacy`] and is charged to the durable,
-//! hash-chained budget [`ledger`] before it is shown. [`report`] turns a TOML spec
-//! into a self-contained yearly report.
+//! Event logs are ingested into Parquet tables ([`ingest`], stored as
+//! [`storage`] describes); analysts write ordinary aggregate SQL through a
+//! [`Session`] — the only door to private data — which rewrites it so that each
+//! person's influence is bounded, executes it with DataFusion, releases every
+//! number through the exact mechanisms in [`privacy`] and charges it to the
+//! durable, hash-chained budget [`ledger`] before it is returned. A
+//! [`report`] spec turns into a self-contained yearly report.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), dpq::Error> {
+//! let s = dpq::Session::open("mydata").await?;
+//! let opts = dpq::QueryOptions::new().epsilon("0.5".parse()?);
+//! let a = s.query("SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind", &opts).await?;
+//! // an Arrow RecordBatch: chat_kind, n, n_stddev, n_ci_low, n_ci_high
+//! println!("{} rows, ε = {} spent", a.batch.num_rows(), a.privacy.unwrap().epsilon);
+//! # Ok(()) }
+//! ```
+
+// `!(x > 0.0)` is how the code says "not a positive number, NaN included"
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+// errors carry the construct, why and the fix as text; their size is not hot
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
+// DataFusion's types make some signatures long; aliases would hide what they are
+#![allow(clippy::type_complexity)]
 
 pub mod config;
 pub mod dataset;

@@ -22,6 +22,8 @@ pub fn fmt_f(f: f64) -> String {
     if !f.is_finite() {
         return f.to_string();
     }
+    // −0 prints as 0
+    let f = if f == 0.0 { 0.0 } else { f };
     let a = f.abs();
     if a >= 1e6 || (a > 0.0 && a < 1e-3) {
         format!("{f:.4e}")

@@ -261,10 +261,10 @@ impl QueryOptions {
         if self.delta.is_some_and(|d| d >= Amount::ONE) {
             return Err(Error::Query("δ must be < 1".into()));
         }
-        if let Some(c) = self.confidence {
-            if !(c > 0.0 && c < 1.0) {
-                return Err(Error::Query(format!("confidence {c}: must be strictly between 0 and 1 (e.g. 0.95)")));
-            }
+        if let Some(c) = self.confidence
+            && !(c > 0.0 && c < 1.0)
+        {
+            return Err(Error::Query(format!("confidence {c}: must be strictly between 0 and 1 (e.g. 0.95)")));
         }
         for (name, v) in
             [("max_rows_per_unit", self.max_rows_per_unit), ("max_groups_per_unit", self.max_groups_per_unit), ("max_rows_per_group", self.max_rows_per_group)]

@@ -401,11 +401,10 @@ async fn open_session(data: &Path, analyst: &str, p: &PrivacyArgs) -> Result<Ses
         }
         other => return Err(UsageError(format!("--engine {other}: use `local`, `standalone` or `df://host:port`")).into()),
     };
-    let memory_limit = match &p.memory_limit {
-        None => None,
-        Some(s) => Some(dpq::config::parse_bytes(s).map_err(|e| UsageError(format!("--memory-limit: {e}")))?),
-    };
-    Ok(Session::open_with(data, SessionOptions { analyst: Some(analyst.to_string()), memory_limit, backend }).await?)
+    // the memory limit is the data owner's (dpq.toml): an analyst who could set it
+    // per query could search for the limit at which one person's rows decide
+    // whether the query fits (found by the second totality attack)
+    Ok(Session::open_with(data, SessionOptions { analyst: Some(analyst.to_string()), memory_limit: None, backend }).await?)
 }
 
 fn amount_flag(name: &str, v: &Option<String>) -> Result<Option<Amount>> {

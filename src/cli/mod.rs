@@ -267,9 +267,6 @@ pub struct PrivacyArgs {
     /// Use the fixed limits of dpq.toml ([defaults] max_…) instead of choosing them from the data.
     #[arg(long)]
     pub fixed_bounds: bool,
-    /// Query memory limit before spilling, e.g. 2GiB.
-    #[arg(long)]
-    pub memory_limit: Option<String>,
     /// Execution engine: `local` (default) or a Ballista scheduler `df://host:port`.
     #[arg(long, default_value = "local")]
     pub engine: String,

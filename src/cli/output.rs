@@ -230,10 +230,10 @@ pub fn render_status(s: &Status, entries: Option<&[Entry]>, format: OutputFormat
                     })
                     .collect();
                 out.push_str(&table(&headers, &rows));
-                if let Some(last) = es.last() {
-                    if last.id < s.entries {
-                        out.push_str(&format!("… {} more: dpq budget --log --from {}\n", s.entries - last.id, last.id + 1));
-                    }
+                if let Some(last) = es.last()
+                    && last.id < s.entries
+                {
+                    out.push_str(&format!("… {} more: dpq budget --log --from {}\n", s.entries - last.id, last.id + 1));
                 }
             }
             out

@@ -413,14 +413,14 @@ impl Config {
                         "declare a type for every column of the table (type = \"int64\" | \"float64\" | \"boolean\" | \"timestamp\" | \"date\" | \"utf8\"), or for none",
                     ));
                 }
-                if let Some(u) = &rt.privacy_unit {
-                    if !columns.contains_key(u) {
-                        return Err(invalid(
-                            &format!("{tkey}.columns.{u}"),
-                            "(the privacy unit) is not declared while the table declares its columns' types".into(),
-                            &format!("add [{tkey}.columns.{u}] with its type"),
-                        ));
-                    }
+                if let Some(u) = &rt.privacy_unit
+                    && !columns.contains_key(u)
+                {
+                    return Err(invalid(
+                        &format!("{tkey}.columns.{u}"),
+                        "(the privacy unit) is not declared while the table declares its columns' types".into(),
+                        &format!("add [{tkey}.columns.{u}] with its type"),
+                    ));
                 }
             }
             tables.insert(name, TableConfig { public: rt.public, privacy_unit: rt.privacy_unit, one_row_per_unit: rt.one_row_per_unit, columns });

@@ -26,7 +26,7 @@ use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, in_list, lit, when};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Operator, col, in_list, lit, when};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
@@ -34,6 +34,7 @@ use super::analyze::{AggKind, DpQuery};
 use super::error::{EngineError, Result};
 use super::plan::Calibration;
 use super::session::Sessions;
+use super::total::{total_cast, total_fn, total_op};
 use crate::privacy::bounding::{self, GroupPartial, UnitShape, ValueStats};
 
 const U: &str = "__u";
@@ -62,25 +63,43 @@ fn dec() -> DataType {
     DataType::Decimal128(38, 0)
 }
 
+// dpq's own expressions over private rows are total like the user's: every
+// cast, operator and function under a wrapper (the verifier checks the plan)
+fn tcast(e: Expr, ty: DataType) -> Expr {
+    total_cast().call(vec![e, lit(ScalarValue::try_from(&ty).expect("a null of a primitive type"))])
+}
+fn top(op: Operator, l: Expr, r: Expr) -> Expr {
+    total_op(op).call(vec![l, r])
+}
+fn tfn(f: std::sync::Arc<datafusion::logical_expr::ScalarUDF>, args: Vec<Expr>) -> Expr {
+    total_fn(f).call(args)
+}
+
 /// Clamp, drop NaN, encode on the grid as BIGINT.
 fn encode(arg: Expr, lo: f64, hi: f64, grid: f64) -> Expr {
-    let x = cast(arg, DataType::Float64);
+    use datafusion::functions::math;
+    let x = tcast(arg, DataType::Float64);
     let clamped = super::analyze::expr::clamp_expr(x.clone(), lit(lo), lit(hi));
-    let enc = cast(datafusion::functions::math::expr_fn::round(vec![clamped / lit(grid)]), DataType::Int64);
-    when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(enc).expect("case builds")
+    let enc = tcast(tfn(math::round(), vec![top(Operator::Divide, clamped, lit(grid))]), DataType::Int64);
+    when(tfn(math::isnan(), vec![x]), lit(ScalarValue::Int64(None))).otherwise(enc).expect("case builds")
 }
 
 fn bin_expr(arg: Expr, dom: &crate::privacy::quantile::Domain) -> Expr {
-    let x = cast(arg, DataType::Float64);
+    use datafusion::functions::{core, math};
+    let x = tcast(arg, DataType::Float64);
     let clamped = super::analyze::expr::clamp_expr(x.clone(), lit(dom.lo), lit(dom.hi));
     let idx = if dom.integer {
-        cast(datafusion::functions::math::expr_fn::round(vec![clamped - lit(dom.lo)]), DataType::Int64)
+        tcast(tfn(math::round(), vec![top(Operator::Minus, clamped, lit(dom.lo))]), DataType::Int64)
     } else {
         let w = (dom.hi - dom.lo) / dom.bins as f64;
-        let raw = if w > 0.0 { datafusion::functions::math::expr_fn::floor((clamped - lit(dom.lo)) / lit(w)) } else { lit(0.0) };
-        cast(datafusion::functions::expr_fn::least(vec![raw, lit((dom.bins - 1) as f64)]), DataType::Int64)
+        let raw = if w > 0.0 && w.is_finite() {
+            tfn(math::floor(), vec![top(Operator::Divide, top(Operator::Minus, clamped, lit(dom.lo)), lit(w))])
+        } else {
+            lit(0.0)
+        };
+        tcast(tfn(core::least(), vec![raw, lit((dom.bins - 1) as f64)]), DataType::Int64)
     };
-    when(datafusion::functions::math::expr_fn::isnan(x), lit(ScalarValue::Int64(None))).otherwise(idx).expect("case builds")
+    when(tfn(math::isnan(), vec![x]), lit(ScalarValue::Int64(None))).otherwise(idx).expect("case builds")
 }
 
 /// A declared domain's distinct values, first occurrence first: code i is the
@@ -131,7 +150,7 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
                 let e = encode(a.arg.clone().expect("arg"), lo, hi, ap.mechanism.grid().size());
                 // AVG/VARIANCE: centred exactly at the bounds' midpoint before any bounding
                 let e = match ap.mechanism.centre() {
-                    Some(mid) => e - lit(mid),
+                    Some(mid) => top(Operator::Minus, e, lit(mid)),
                     None => e,
                 };
                 proj.push(e.alias(format!("__v{j}")));
@@ -149,10 +168,10 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
         let v = col(format!("__v{j}"));
         aggs.push(count(v.clone()).alias(format!("__c{j}")));
         if has_sum {
-            aggs.push(sum(cast(v.clone(), dec())).alias(format!("__s{j}")));
+            aggs.push(sum(tcast(v.clone(), dec())).alias(format!("__s{j}")));
         }
         if squares {
-            aggs.push(sum(cast(v.clone(), dec()) * cast(v, dec())).alias(format!("__q{j}")));
+            aggs.push(sum(top(Operator::Multiply, tcast(v.clone(), dec()), tcast(v, dec()))).alias(format!("__q{j}")));
         }
     }
     let plan = b
@@ -162,6 +181,7 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
         .map_err(super::error::sql)?
         .build()
         .map_err(super::error::sql)?;
+    super::analyze::verify::verify_bounded(&plan)?;
     Ok(BoundedPlan { plan, keys: q.keys.len(), values, quantile: None, coded: coded(q) })
 }
 
@@ -188,6 +208,7 @@ pub fn quantile_plan(q: &DpQuery, cal: &Calibration, j: usize) -> Result<Bounded
         .map_err(super::error::sql)?
         .build()
         .map_err(super::error::sql)?;
+    super::analyze::verify::verify_bounded(&plan)?;
     Ok(BoundedPlan { plan, keys: q.keys.len(), values: vec![], quantile: Some(j), coded: coded(q) })
 }
 
@@ -516,15 +537,15 @@ async fn for_each_unit(
             for (vi, (cnt, s, sq)) in vcols.iter().enumerate() {
                 let v = &mut p.values[vi];
                 v.count += cnt.value(i) as u64;
-                if let Some(s) = s {
-                    if s.is_valid(i) {
-                        v.sum += s.value(i);
-                    }
+                if let Some(s) = s
+                    && s.is_valid(i)
+                {
+                    v.sum += s.value(i);
                 }
-                if let Some(sq) = sq {
-                    if sq.is_valid(i) {
-                        v.sum_sq += sq.value(i);
-                    }
+                if let Some(sq) = sq
+                    && sq.is_valid(i)
+                {
+                    v.sum_sq += sq.value(i);
                 }
             }
         }

@@ -184,10 +184,14 @@ fn hidden(c: &Column, suffix: &str, schema: &DFSchemaRef) -> Option<Column> {
 fn interval_exprs(e: &Expr, schema: &DFSchemaRef) -> Result<Vec<Expr>> {
     let mut noisy: Vec<Column> = Vec::new();
     e.apply(|x| {
-        if let Expr::Column(c) = x {
-            if !c.name.ends_with(LO) && !c.name.ends_with(HI) && !c.name.ends_with(SD) && hidden(c, LO, schema).is_some() && !noisy.contains(c) {
-                noisy.push(c.clone());
-            }
+        if let Expr::Column(c) = x
+            && !c.name.ends_with(LO)
+            && !c.name.ends_with(HI)
+            && !c.name.ends_with(SD)
+            && hidden(c, LO, schema).is_some()
+            && !noisy.contains(c)
+        {
+            noisy.push(c.clone());
         }
         Ok(TreeNodeRecursion::Continue)
     })

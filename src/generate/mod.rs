@@ -264,7 +264,7 @@ impl TableSink {
                         _ => panic!("generated cell does not match its column type"),
                     }
                 }
-                if self.rows % BATCH as u64 == 0 {
+                if self.rows.is_multiple_of(BATCH as u64) {
                     self.flush_batch()?;
                 }
             }
@@ -347,7 +347,7 @@ struct CohortModel {
 }
 
 fn shifted(hours: &[f64; 24], shift: i32) -> Vec<f64> {
-    (0..24).map(|h| hours[((h as i32 - shift).rem_euclid(24)) as usize]).collect()
+    (0..24).map(|h| hours[((h - shift).rem_euclid(24)) as usize]).collect()
 }
 
 /// Generate all tables into `opts.out`.

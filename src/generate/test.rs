@@ -79,14 +79,14 @@ fn emoji_use_is_skewed_and_differs_by_cohort() {
     for (ci, c) in COHORTS.iter().enumerate() {
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for (u, _, e) in &l.messages {
-            if let Some(e) = e {
-                if l.cohort[u] == *c {
-                    *counts.entry(e.as_str()).or_default() += 1;
-                }
+            if let Some(e) = e
+                && l.cohort[u] == *c
+            {
+                *counts.entry(e.as_str()).or_default() += 1;
             }
         }
         let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
         let total: u64 = v.iter().map(|x| x.1).sum();
         // Zipf: the favourite is far above the median emoji, and the top 5 take a large share
         assert!(v[0].1 > 10 * v[v.len() / 2].1, "{c}: not skewed");

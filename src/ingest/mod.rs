@@ -119,16 +119,16 @@ pub fn ingest(data: &Path, config: &Config, opts: &IngestOptions) -> Result<Inge
     let mut hashes = Vec::new();
     for f in &opts.files {
         let h = hash_file(f)?;
-        if !opts.force {
-            if let Some(p) = manifest.parts.iter().find(|p| p.source.sha256 == h) {
-                return Err(IngestError::Duplicate {
-                    path: f.display().to_string(),
-                    table: opts.table.clone(),
-                    part: p.file.clone(),
-                    when: p.ingested_at.clone(),
-                    hash: h[..12].to_string(),
-                });
-            }
+        if !opts.force
+            && let Some(p) = manifest.parts.iter().find(|p| p.source.sha256 == h)
+        {
+            return Err(IngestError::Duplicate {
+                path: f.display().to_string(),
+                table: opts.table.clone(),
+                part: p.file.clone(),
+                when: p.ingested_at.clone(),
+                hash: h[..12].to_string(),
+            });
         }
         if hashes.contains(&h) && !opts.force {
             return Err(IngestError::BadFile { path: f.display().to_string(), message: "the same content is given twice on this command line".into() });
@@ -257,22 +257,23 @@ impl Rules {
     }
     /// Row-level checks after parsing.
     fn check(&self, row: &[Value]) -> Result<(), String> {
-        if let Some(u) = self.unit {
-            if row[u] == Value::Null {
-                return Err("missing privacy unit".into());
-            }
+        if let Some(u) = self.unit
+            && row[u] == Value::Null
+        {
+            return Err("missing privacy unit".into());
         }
         for (i, v) in row.iter().enumerate() {
-            if let Value::Float(x) = v {
-                if self.bounded_float[i] && !x.is_finite() {
-                    return Err(format!("non-finite value in bounded column `{}`", self.names[i]));
-                }
+            if let Value::Float(x) = v
+                && self.bounded_float[i]
+                && !x.is_finite()
+            {
+                return Err(format!("non-finite value in bounded column `{}`", self.names[i]));
             }
         }
-        if let Some(u) = self.unit {
-            if !self.admit_unit(unit_key(&row[u])) {
-                return Err(DUPLICATE_UNIT.into());
-            }
+        if let Some(u) = self.unit
+            && !self.admit_unit(unit_key(&row[u]))
+        {
+            return Err(DUPLICATE_UNIT.into());
         }
         Ok(())
     }
@@ -454,24 +455,24 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
             FileFormat::Jsonl => infer_jsonl(ctx.path)?,
             FileFormat::Parquet => infer_parquet(ctx.path)?,
         };
-        if let Some(u) = &ctx.unit {
-            if !inferred.iter().any(|c| &c.name == u) {
-                return Err(IngestError::SchemaMismatch {
-                    path: path_s,
-                    table: ctx.table.into(),
-                    message: format!("it has no column `{u}`, the table's privacy unit"),
-                });
-            }
+        if let Some(u) = &ctx.unit
+            && !inferred.iter().any(|c| &c.name == u)
+        {
+            return Err(IngestError::SchemaMismatch {
+                path: path_s,
+                table: ctx.table.into(),
+                message: format!("it has no column `{u}`, the table's privacy unit"),
+            });
         }
         inferred
     } else {
         manifest.schema.clone()
     };
     let mut rules = Rules::new(&schema_cols, ctx);
-    if ctx.one_row {
-        if let Some(u) = &ctx.unit {
-            rules.seen = Some(std::cell::RefCell::new(existing_units(ctx.data, manifest, u)?));
-        }
+    if ctx.one_row
+        && let Some(u) = &ctx.unit
+    {
+        rules.seen = Some(std::cell::RefCell::new(existing_units(ctx.data, manifest, u)?));
     }
     let arrow_schema = schema::arrow_schema(&schema_cols);
 
@@ -670,16 +671,20 @@ fn read_csv_from<R: Read>(
             };
             match schema::parse_text(s, rules.types[ci]) {
                 Ok(v) => row.push(v),
+                Err(why) if why == schema::TOO_LONG => {
+                    err = Some(format!("value over 64 KiB in column `{}` ({why})", rules.names[ci]));
+                    break;
+                }
                 Err(why) => {
                     err = Some(format!("wrong type in column `{}`: {why}", rules.names[ci]));
                     break;
                 }
             }
         }
-        if err.is_none() {
-            if let Err(e) = rules.check(&row) {
-                err = Some(e);
-            }
+        if err.is_none()
+            && let Err(e) = rules.check(&row)
+        {
+            err = Some(e);
         }
         if let Some(e) = err {
             q.reject(line, &e, raw())?;
@@ -832,16 +837,20 @@ fn read_jsonl_from<R: BufRead>(
                 match schema::parse_json(v, rules.types[ci]) {
                     Ok(v) => row.push(v),
                     Err(why) => {
-                        err = Some(format!("wrong type in column `{name}`: {why}"));
+                        err = Some(if why == schema::TOO_LONG {
+                            format!("value over 64 KiB in column `{name}` ({why})")
+                        } else {
+                            format!("wrong type in column `{name}`: {why}")
+                        });
                         break;
                     }
                 }
             }
         }
-        if err.is_none() {
-            if let Err(e) = rules.check(&row) {
-                err = Some(e);
-            }
+        if err.is_none()
+            && let Err(e) = rules.check(&row)
+        {
+            err = Some(e);
         }
         if let Some(e) = err {
             q.reject(line, &e, serde_json::Value::Object(obj))?;
@@ -946,6 +955,15 @@ fn read_parquet(
                             keep[i] = false;
                             reason[i] = Some(DUPLICATE_UNIT.into());
                         }
+                    }
+                }
+            }
+            if rules.types[ci] == ColumnType::Utf8 {
+                let sa = src.as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+                for i in 0..n {
+                    if keep[i] && sa.is_some_and(|a| a.is_valid(i) && a.value(i).len() > schema::MAX_TEXT_BYTES) {
+                        keep[i] = false;
+                        reason[i] = Some(format!("value over 64 KiB in column `{}` ({})", rules.names[ci], schema::TOO_LONG));
                     }
                 }
             }

@@ -90,10 +90,10 @@ pub fn write(ledger: &Path, a: &Anchor) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, &p)?;
-    if let Some(dir) = p.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Some(dir) = p.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
     }
     Ok(())
 }

@@ -540,22 +540,21 @@ impl Ledger {
 
     /// Record that the ledger failed a check: it admits nothing until restored.
     fn mark_broken(&self, problem: &str) {
-        if let Ok(_lock) = anchor::lock(&self.path) {
-            if let Ok(Some(mut a)) = anchor::read(&self.path) {
-                if a.broken.is_none() {
-                    a.broken = Some(problem.to_string());
-                    let _ = anchor::write(&self.path, &a);
-                }
-            }
+        if let Ok(_lock) = anchor::lock(&self.path)
+            && let Ok(Some(mut a)) = anchor::read(&self.path)
+            && a.broken.is_none()
+        {
+            a.broken = Some(problem.to_string());
+            let _ = anchor::write(&self.path, &a);
         }
     }
 
     /// `r`, with a verification failure made sticky.
     fn sticky<T>(&self, r: Result<T>) -> Result<T> {
-        if let Err(LedgerError::Broken { problem }) = &r {
-            if !problem.contains("recorded when it was found") {
-                self.mark_broken(problem);
-            }
+        if let Err(LedgerError::Broken { problem }) = &r
+            && !problem.contains("recorded when it was found")
+        {
+            self.mark_broken(problem);
         }
         r
     }
@@ -609,8 +608,7 @@ impl Ledger {
     /// The status from the head entry (constant cost). Read-only commands use
     /// it even when the ledger does not verify; [`Ledger::health`] says whether it does.
     pub fn status(&self) -> Result<Status> {
-        let head =
-            self.snapshot(|c| Ledger::head_entry_in(c))?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries (no genesis)".into() })?;
+        let head = self.snapshot(Ledger::head_entry_in)?.ok_or_else(|| LedgerError::Broken { problem: "the ledger has no entries (no genesis)".into() })?;
         Ok(self.status_of(&head))
     }
 
@@ -675,10 +673,10 @@ impl Ledger {
             if let Some(e) = me.drift(head) {
                 return Err(e);
             }
-            if let (Some(key), false) = (&req.query_key, req.fresh) {
-                if let Some(entry) = Ledger::latest_charge(tx, key, head)? {
-                    return Err(LedgerError::AlreadyCharged { entry: entry.id });
-                }
+            if let (Some(key), false) = (&req.query_key, req.fresh)
+                && let Some(entry) = Ledger::latest_charge(tx, key, head)?
+            {
+                return Err(LedgerError::AlreadyCharged { entry: entry.id });
             }
             let after = head.totals.with(&req.releases);
             if !head.budget.admits(&after) {
@@ -696,17 +694,17 @@ impl Ledger {
                 });
             }
             let mine = Ledger::analyst_total(tx, &req.analyst, head.id)?.with(&req.releases);
-            if let Some((qe, qd)) = req.quota {
-                if mine.epsilon > qe || mine.delta > qd {
-                    let used = mine.epsilon.saturating_sub(epsilon);
-                    return Err(LedgerError::Quota {
-                        analyst: req.analyst.clone(),
-                        what: req.kind.clone(),
-                        need: epsilon,
-                        remaining: qe.saturating_sub(used),
-                        quota: qe,
-                    });
-                }
+            if let Some((qe, qd)) = req.quota
+                && (mine.epsilon > qe || mine.delta > qd)
+            {
+                let used = mine.epsilon.saturating_sub(epsilon);
+                return Err(LedgerError::Quota {
+                    analyst: req.analyst.clone(),
+                    what: req.kind.clone(),
+                    need: epsilon,
+                    remaining: qe.saturating_sub(used),
+                    quota: qe,
+                });
             }
             let e = Entry {
                 id: 0,

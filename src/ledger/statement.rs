@@ -166,9 +166,9 @@ fn render_html(s: &Statement) -> String {
     let mut rows = String::new();
     for se in &s.entries {
         let Ok(e) = serde_json::from_str::<Entry>(&se.body) else { continue };
-        let _ = write!(
+        let _ = writeln!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=t>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=t>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             e.id,
             esc(&e.time),
             esc(&super::printable(&e.analyst)),

@@ -132,8 +132,8 @@ impl FromStr for Amount {
         if t.is_empty() {
             return Err(err());
         }
-        if t.starts_with('-') {
-            if t[1..].chars().all(|c| c == '0' || c == '.') {
+        if let Some(rest) = t.strip_prefix('-') {
+            if rest.chars().all(|c| c == '0' || c == '.') {
                 return Ok(Amount::ZERO);
             }
             return Err(AmountError::Negative(s.to_string()));

@@ -355,14 +355,14 @@ fn derive(s: &Section, r: &QueryResult, confidence: f64) -> Vec<Derived> {
             .position(|row| row.get(&xcol).map(|v| v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string())) == Some(key.to_string()))
             .and_then(|i| r.cell(i, &col))
     };
-    if let Some((from, to)) = &d.growth {
-        if let (Some(a), Some(b)) = (find(from), find(to)) {
-            let (av, bv) = (a.value.as_f64().unwrap_or(f64::NAN), b.value.as_f64().unwrap_or(f64::NAN));
-            let value = (bv / av - 1.0) * 100.0;
-            let (lo, hi) =
-                if a.ci_low > 0.0 { ((b.ci_low / a.ci_high - 1.0) * 100.0, (b.ci_high / a.ci_low - 1.0) * 100.0) } else { (f64::NEG_INFINITY, f64::INFINITY) };
-            out.push(Derived { label: format!("growth {from} → {to}"), value, ci_low: lo.min(value), ci_high: hi.max(value), confidence });
-        }
+    if let Some((from, to)) = &d.growth
+        && let (Some(a), Some(b)) = (find(from), find(to))
+    {
+        let (av, bv) = (a.value.as_f64().unwrap_or(f64::NAN), b.value.as_f64().unwrap_or(f64::NAN));
+        let value = (bv / av - 1.0) * 100.0;
+        let (lo, hi) =
+            if a.ci_low > 0.0 { ((b.ci_low / a.ci_high - 1.0) * 100.0, (b.ci_high / a.ci_low - 1.0) * 100.0) } else { (f64::NEG_INFINITY, f64::INFINITY) };
+        out.push(Derived { label: format!("growth {from} → {to}"), value, ci_low: lo.min(value), ci_high: hi.max(value), confidence });
     }
     if let Some((part, whole)) = &d.share {
         for (i, row) in r.rows.iter().enumerate() {

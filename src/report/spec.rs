@@ -172,10 +172,10 @@ impl Spec {
             if s.epsilon_share.is_none() && s.target.is_none() {
                 return Err(bad(s, "give either epsilon_share = <weight> or target = { … }"));
             }
-            if let Some(w) = s.epsilon_share {
-                if !(w > 0.0 && w.is_finite()) {
-                    return Err(bad(s, "epsilon_share must be > 0"));
-                }
+            if let Some(w) = s.epsilon_share
+                && !(w > 0.0 && w.is_finite())
+            {
+                return Err(bad(s, "epsilon_share must be > 0"));
             }
             if let Some(t) = &s.target {
                 let kinds = [t.ci_halfwidth.is_some(), t.relative.is_some(), t.topk_probability.is_some()].iter().filter(|x| **x).count();

@@ -110,12 +110,21 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// The longest text value a table holds: a longer one is quarantined at
+/// ingest. No one value can then decide how much memory a query needs (the
+/// same cap as values built by functions over private rows, see docs/privacy.md).
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// Why a too-long text value is quarantined.
+pub const TOO_LONG: &str = "a text value longer than 64 KiB (dpq keeps every value small, so that no one value can decide how much memory a query needs)";
+
 /// Parse a text cell as `ty`. Empty text is NULL.
 pub fn parse_text(s: &str, ty: ColumnType) -> Result<Value, &'static str> {
     if s.is_empty() {
         return Ok(Value::Null);
     }
     match ty {
+        ColumnType::Utf8 if s.len() > MAX_TEXT_BYTES => Err(TOO_LONG),
         ColumnType::Utf8 => Ok(Value::Str(s.to_string())),
         ColumnType::Int64 => s.trim().parse::<i64>().map(Value::Int).map_err(|_| "not a whole number"),
         ColumnType::Float64 => {

@@ -365,3 +365,37 @@ fn pathological_sql_hits_the_parse_deadline() {
     let v = json(&data, &["budget", "--format", "json"]);
     assert_eq!(v["basic_epsilon_exact"].as_str().unwrap(), "0", "{v}");
 }
+
+/// The second totality attack's findings, as pairs: a quantile over a range
+/// wider than f64 holds, the characters of a trim taken from private values,
+/// and a stored text value too large to be one person's lever on memory.
+#[test]
+fn the_second_totality_attack_ends_the_same_way() {
+    let (_d, data) = with_secret();
+    for t in [
+        "SELECT MEDIAN(clamp(CASE WHEN {c} THEN 1e308 ELSE 0 END, -1e308, 1e308)) FROM messages",
+        "SELECT chat_kind, MEDIAN(clamp(CASE WHEN {c} THEN 1.7e308 ELSE 0 END, -1.7e308, 1.7e308)) FROM messages GROUP BY chat_kind",
+        "SELECT COUNT(*) FROM messages WHERE character_length(ltrim(emoji, CASE WHEN {c} THEN reverse(emoji) ELSE 'a' END)) > 3",
+        "SELECT COUNT(*) FROM messages WHERE translate(emoji, CASE WHEN {c} THEN emoji ELSE 'a' END, 'b') <> ''",
+        "SELECT AVG(clamp(CASE WHEN {c} THEN length ELSE 0 END, -1e-320, 2e-320)) FROM messages",
+    ] {
+        let mut outcomes = Vec::new();
+        for c in ["user_id = 7", "user_id = -424242"] {
+            let q = t.replace("{c}", c);
+            let before = spent(&data);
+            let r = run(&data, &["query", &q, "--format", "json", "--epsilon", "0.01", "--delta", "1e-7", "--fresh"]);
+            assert_ne!(r.code, 101, "`{q}` panicked");
+            if r.code != 0 {
+                assert_eq!(spent(&data), before, "`{q}` failed after the charge: {}", r.stderr);
+            }
+            outcomes.push((r.code, r.stderr.lines().next().unwrap_or("").to_string()));
+        }
+        assert_eq!(outcomes[0], outcomes[1], "the two variants of `{t}` end differently");
+    }
+    // a 64 KiB+ text value is quarantined at ingest, with the reason
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("long.csv");
+    std::fs::write(&f, format!("user_id,ts,chat_kind,emoji,length\n8,2025-01-05T03:00:00Z,private,{},1\n", "x".repeat(70_000))).unwrap();
+    let out = ok(&data, &["ingest", "messages", f.to_str().unwrap()]);
+    assert!(out.contains("rejected 1") && out.contains("64 KiB"), "{out}");
+}

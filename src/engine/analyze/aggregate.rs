@@ -68,7 +68,7 @@ impl Analyzer<'_> {
                         AggKind::CountUnits
                     } else {
                         return Err(refused(
-                            format!("{display}"),
+                            display.to_string(),
                             "COUNT(DISTINCT x) for x other than the privacy unit has no per-person sensitivity dpq can bound",
                             format!("count people with COUNT(DISTINCT {}), or count distinct values per person in a sub-query", unit.name),
                         ));
@@ -101,7 +101,7 @@ impl Analyzer<'_> {
                     Some(q) if q > 0.0 && q < 1.0 => AggKind::Quantile { q },
                     _ => {
                         return Err(refused(
-                            format!("{display}"),
+                            display.to_string(),
                             "the percentile must be a literal strictly between 0 and 1",
                             "e.g. PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY x), or APPROX_PERCENTILE_CONT(x, 0.9)",
                         ));
@@ -125,14 +125,14 @@ impl Analyzer<'_> {
         };
         if !matches!(kind, AggKind::Quantile { .. }) && (params.args.len() > 1 || !params.order_by.is_empty()) {
             return Err(refused(
-                format!("{display}"),
+                display.to_string(),
                 "dpq releases this aggregate of one argument, without ORDER BY",
                 format!("write {}(x)", fname.to_uppercase()),
             ));
         }
         if params.distinct && kind != AggKind::CountUnits {
             return Err(refused(
-                format!("{display}"),
+                display.to_string(),
                 "DISTINCT inside this aggregate is not supported",
                 "remove DISTINCT, or de-duplicate per person in a sub-query",
             ));
@@ -145,7 +145,7 @@ impl Analyzer<'_> {
             integer = integer_valued(a, schema);
             if kind.needs_bounds() {
                 if !ty.is_numeric() {
-                    return Err(refused(format!("{display}"), format!("its argument has type {ty}, not a number"), "aggregate a numeric expression"));
+                    return Err(refused(display.to_string(), format!("its argument has type {ty}, not a number"), "aggregate a numeric expression"));
                 }
                 bounds = finite(infer_bounds(a, lookup));
                 if bounds.is_none() {

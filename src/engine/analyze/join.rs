@@ -32,10 +32,11 @@ impl Analyzer<'_> {
             let mut on_unit = j.on.iter().any(|(a, b)| pair(a, b));
             if let Some(f) = &j.filter {
                 for c in datafusion::logical_expr::utils::split_conjunction(f) {
-                    if let Expr::BinaryExpr(be) = c {
-                        if be.op == datafusion::logical_expr::Operator::Eq && pair(&be.left, &be.right) {
-                            on_unit = true;
-                        }
+                    if let Expr::BinaryExpr(be) = c
+                        && be.op == datafusion::logical_expr::Operator::Eq
+                        && pair(&be.left, &be.right)
+                    {
+                        on_unit = true;
                     }
                 }
             }

@@ -29,7 +29,7 @@ mod scan;
 mod set_ops;
 #[cfg(test)]
 mod test_util;
-mod verify;
+pub(crate) mod verify;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -189,11 +189,11 @@ pub struct Analyzer<'a> {
 fn is_private_scan(config: &Config, plan: &LogicalPlan) -> bool {
     let mut private = false;
     let _ = plan.apply_with_subqueries(|n| {
-        if let LogicalPlan::TableScan(ts) = n {
-            if config.table(ts.table_name.table()).is_none_or(|t| !t.public) {
-                private = true;
-                return Ok(TreeNodeRecursion::Stop);
-            }
+        if let LogicalPlan::TableScan(ts) = n
+            && config.table(ts.table_name.table()).is_none_or(|t| !t.public)
+        {
+            private = true;
+            return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
     });

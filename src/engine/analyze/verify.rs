@@ -59,6 +59,51 @@ pub fn verify_query(config: &Config, q: &DpQuery, evaluated: bool) -> Result<()>
     Ok(())
 }
 
+/// Verify the nodes the bounded executor adds above a verified source (its
+/// projection of encoded values and keys, the key filter, the per-person
+/// aggregate and the sort): every expression total, and the aggregates only
+/// `count` and `sum` — whose inputs are grid-encoded values (|v| < 2⁶³, so a
+/// Decimal128 sum of up to 2⁶⁴ rows cannot overflow) or wrapped products.
+pub fn verify_bounded(plan: &LogicalPlan) -> Result<()> {
+    let mut node = plan;
+    for _ in 0..4 {
+        match node {
+            LogicalPlan::Sort(s) => {
+                node.expressions().iter().try_for_each(verify_expr)?;
+                node = &s.input;
+            }
+            LogicalPlan::Aggregate(a) => {
+                a.group_expr.iter().try_for_each(verify_expr)?;
+                for e in &a.aggr_expr {
+                    let inner = match e {
+                        Expr::Alias(al) => &*al.expr,
+                        other => other,
+                    };
+                    match inner {
+                        Expr::AggregateFunction(AggregateFunction { func, params })
+                            if matches!(func.name(), "count" | "sum") && params.filter.is_none() && params.order_by.is_empty() =>
+                        {
+                            params.args.iter().try_for_each(verify_expr)?;
+                        }
+                        other => return Err(unverified(format!("the bounded plan's aggregate `{other}`"))),
+                    }
+                }
+                node = &a.input;
+            }
+            LogicalPlan::Filter(f) => {
+                verify_expr(&f.predicate)?;
+                node = &f.input;
+            }
+            LogicalPlan::Projection(p) => {
+                p.expr.iter().try_for_each(verify_expr)?;
+                return Ok(());
+            }
+            other => return Err(unverified(format!("the bounded plan's node `{}`", first_line(other)))),
+        }
+    }
+    Err(unverified("a bounded plan of an unexpected shape".into()))
+}
+
 /// Verify every node of a source plan.
 pub fn verify_plan(config: &Config, plan: &LogicalPlan, evaluated: bool) -> Result<()> {
     let mut err = None;

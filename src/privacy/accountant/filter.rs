@@ -257,6 +257,6 @@ mod tests {
     fn pure_releases_count_as_half_squares_rounded_up() {
         assert_eq!(half_square(a("0.1")), a("0.005"));
         assert_eq!(half_square(a("1")), a("0.5"));
-        assert!(half_square(a("0.333333333333333333")).to_f64() >= 0.333333333333333333f64.powi(2) / 2.0);
+        assert!(half_square(a("0.333333333333333333")).to_f64() >= 0.333_333_333_333_333_3_f64.powi(2) / 2.0);
     }
 }

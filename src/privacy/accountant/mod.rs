@@ -128,11 +128,11 @@ pub fn totals(releases: &[Release], delta_total: Amount) -> Totals {
     let mut epsilon = be.to_f64();
     let mut accountant = "basic";
     for (v, name) in [(zcdp_epsilon, "zcdp"), (rdp_epsilon, "rdp"), (pld_epsilon, "pld")] {
-        if let Some(v) = v {
-            if v < epsilon {
-                epsilon = v;
-                accountant = name;
-            }
+        if let Some(v) = v
+            && v < epsilon
+        {
+            epsilon = v;
+            accountant = name;
         }
     }
     Totals { basic_epsilon: be, basic_delta: bd, zcdp_epsilon, rdp_epsilon, pld_epsilon, epsilon, accountant }

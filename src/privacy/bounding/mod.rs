@@ -217,10 +217,10 @@ pub fn check(contributions: &[Contribution], family: Family, limits: &[ValueLimi
         return Err(OutOfRange("groups per person"));
     }
     let total: u64 = contributions.iter().map(|c| c.rows).sum();
-    if let Family::L1 { max_rows_per_unit } = family {
-        if total > max_rows_per_unit {
-            return Err(OutOfRange("rows per person"));
-        }
+    if let Family::L1 { max_rows_per_unit } = family
+        && total > max_rows_per_unit
+    {
+        return Err(OutOfRange("rows per person"));
     }
     for c in contributions {
         if c.rows > family.rows_per_group() {
@@ -232,10 +232,10 @@ pub fn check(contributions: &[Contribution], family: Family, limits: &[ValueLimi
             if v.count > c.rows || v.sum.unsigned_abs() > n.saturating_mul(l.abs) {
                 return Err(OutOfRange("a bounded sum"));
             }
-            if let Some(sq) = l.sq {
-                if v.sum_sq < 0 || v.sum_sq.unsigned_abs() > n.saturating_mul(sq) {
-                    return Err(OutOfRange("a bounded sum of squares"));
-                }
+            if let Some(sq) = l.sq
+                && (v.sum_sq < 0 || v.sum_sq.unsigned_abs() > n.saturating_mul(sq))
+            {
+                return Err(OutOfRange("a bounded sum of squares"));
             }
         }
         let binned: u64 = c.bins.iter().map(|b| b.1).sum();

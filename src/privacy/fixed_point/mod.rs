@@ -58,7 +58,8 @@ impl Grid {
         let range_exp = (span / 16_777_216.0).log2().floor() as i32;
         // integers are exact on the unit grid: no rounding at all
         let exp = if integer_valued { min_exp.max(0) } else { noise_exp.min(range_exp).max(min_exp) };
-        Ok(Grid { exp: exp.clamp(-1074, 1023) })
+        // normal exponents only: 2^e for e < −1022 is subnormal, and powi of it underflows to 0
+        Ok(Grid { exp: exp.clamp(-1022, 1023) })
     }
 
     /// Clamp then encode. Errors on NaN/inf (drop or impute before).

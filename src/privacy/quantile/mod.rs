@@ -56,7 +56,8 @@ pub struct Domain {
 
 impl Domain {
     pub fn new(lo: f64, hi: f64, integer_valued: bool) -> Result<Domain, QuantileError> {
-        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+        // the bins' width must be finite: [−1e308, 1e308] spans more than f64 holds
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi && (hi - lo).is_finite()) {
             return Err(QuantileError::BadDomain { lo, hi });
         }
         if integer_valued {
@@ -149,13 +150,7 @@ pub fn em_quantile_with_prior<R: RngCore + CryptoRng>(
     for &h in hist {
         let upto = below + h as u128;
         let (lo, hi) = (d * below, d * upto);
-        dist.push(if target < lo {
-            lo - target
-        } else if target > hi {
-            target - hi
-        } else {
-            0
-        });
+        dist.push(if target < lo { lo - target } else { target.saturating_sub(hi) });
         below = upto;
     }
     let du = qn.max(d - qn) * m.max(1) as u128;

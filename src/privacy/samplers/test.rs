@@ -162,7 +162,7 @@ fn variance_to_f64_handles_any_sizes() {
     // σ² ≈ 2^60: was +inf
     let v = Variance {
         num: (BigUint::from(1u32) << 80u32) * BigUint::from(1_000_000_000_000_000_000u128),
-        den: BigUint::from(2u32) * BigUint::from(1_000_000_000_000_000_000u128) >> 0u32,
+        den: (BigUint::from(2u32) * BigUint::from(1_000_000_000_000_000_000u128)) >> 0u32,
     };
     assert!(v.to_f64().is_finite());
 }

@@ -103,6 +103,8 @@ macro_rules! c {
 }
 
 const SIZE: &str = "the output could grow far beyond the input otherwise, so memory use would depend on private values";
+const TIME: &str = "its cost grows with the product of its arguments' lengths, so one person's long value could stall the query";
+const TRIMS: H = H::LitStr(&[" ", "ab", "", "é🙂"]);
 const UNIT_LIT: &str = "the unit decides the key's domain; write it as a literal, e.g. date_trunc('month', ts)";
 
 /// The scalar functions dpq evaluates over private rows.
@@ -143,9 +145,9 @@ pub const CONTRACTS: &[Contract] = &[
     c!("octet_length", W, [&[H::Str]]),
     c!("bit_length", W, [&[H::Str]]),
     c!("substr", W, [&[H::Str, H::Int], &[H::Str, H::Int, H::Int]]),
-    c!("btrim", W, [&[H::Str], &[H::Str, H::Str]]),
-    c!("ltrim", W, [&[H::Str], &[H::Str, H::Str]]),
-    c!("rtrim", W, [&[H::Str], &[H::Str, H::Str]]),
+    c!("btrim", W, literal & [1], TIME, [&[H::Str], &[H::Str, TRIMS]]),
+    c!("ltrim", W, literal & [1], TIME, [&[H::Str], &[H::Str, TRIMS]]),
+    c!("rtrim", W, literal & [1], TIME, [&[H::Str], &[H::Str, TRIMS]]),
     c!("concat", W, [&[H::Str, H::Str], &[H::Any, H::Str, H::Int]]),
     c!("concat_ws", W, [&[SEPS, H::Str, H::Str]]),
     c!("starts_with", W, [&[H::Str, H::Str]]),
@@ -154,7 +156,7 @@ pub const CONTRACTS: &[Contract] = &[
     c!("left", W, [&[H::Str, H::Int]]),
     c!("right", W, [&[H::Str, H::Int]]),
     c!("replace", W, literal & [1, 2], SIZE, [&[H::Str, H::LitStr(&["a", "", "é"]), H::LitStr(&["bb", ""])]]),
-    c!("translate", W, [&[H::Str, H::Str, H::Str]]),
+    c!("translate", W, literal & [1, 2], TIME, [&[H::Str, H::LitStr(&["ab", "", "é"]), H::LitStr(&["x", "xyz", ""])]]),
     c!("split_part", W, literal & [1], SIZE, [&[H::Str, SEPS, H::Int]]),
     c!("to_hex", W, [&[H::Int]]),
     c!("chr", W, [&[H::Int]]),

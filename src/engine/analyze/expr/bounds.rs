@@ -66,11 +66,11 @@ pub fn infer_bounds(e: &Expr, col: &dyn Fn(&datafusion::common::Column) -> Optio
                 let b = rec(t);
                 acc = Some(acc.map_or(b, |a| hull(a, b)));
             }
-            if let Some(x) = else_expr {
-                if !matches!(**x, Expr::Literal(ScalarValue::Null, _)) {
-                    let b = rec(x);
-                    acc = Some(acc.map_or(b, |a| hull(a, b)));
-                }
+            if let Some(x) = else_expr
+                && !matches!(**x, Expr::Literal(ScalarValue::Null, _))
+            {
+                let b = rec(x);
+                acc = Some(acc.map_or(b, |a| hull(a, b)));
             }
             acc.unwrap_or(UNKNOWN)
         }

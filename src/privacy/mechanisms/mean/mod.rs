@@ -49,8 +49,10 @@ pub struct Mean {
 /// Encoded bounds (a, b), midpoint and half-width of a centred value.
 pub fn centre(grid: Grid, lo: f64, hi: f64) -> (i64, i64, i64, u128) {
     let (a, b) = grid.encode_bounds(lo, hi);
-    let mid = a + (b - a) / 2;
-    (a, b, mid, (a - mid).unsigned_abs().max((b - mid).unsigned_abs()) as u128)
+    // in i128: a and b may sit at the ends of i64 (saturated encodings)
+    let mid = ((a as i128 + b as i128) / 2) as i64;
+    let half = (a as i128 - mid as i128).unsigned_abs().max((b as i128 - mid as i128).unsigned_abs());
+    (a, b, mid, half)
 }
 
 impl Mean {
