@@ -74,7 +74,7 @@ impl Dataset {
     }
 
     /// What the ledger is checked against: the tables that hold data (with the
-    /// dataset id their manifests record) and dpq.toml's [budget].
+    /// dataset id their manifests record) and dpq.toml's `[budget]`.
     pub fn binding(&self) -> Result<crate::ledger::Binding, crate::storage::manifest::ManifestError> {
         let mut tables = Vec::new();
         for name in self.config.tables.keys() {

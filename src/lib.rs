@@ -40,6 +40,9 @@ pub mod storage;
 
 pub use session::{Answer, Error, PrivacyInfo, QueryOptions, Session, SessionOptions};
 
+/// Arrow, as dpq uses it (DataFusion's re-export): answers are Arrow record batches.
+pub use datafusion::arrow;
+
 /// Install dpq's panic hook: a panic inside the evaluation of private rows is
 /// caught and never printed (its message could quote a private value); any
 /// other panic prints where it happened, not its message. Sessions install it.

@@ -336,7 +336,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `dpq budget set`: change the budget through the ledger (who, why), then
-/// make dpq.toml's [budget] say the same.
+/// make dpq.toml's `[budget]` say the same.
 fn budget_set(
     ds: &Dataset,
     ledger: &mut Ledger,

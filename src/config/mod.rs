@@ -502,7 +502,7 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
     out
 }
 
-/// dpq.toml's text with the `epsilon` and `delta` lines of [budget] replaced
+/// dpq.toml's text with the `epsilon` and `delta` lines of `[budget]` replaced
 /// (comments and everything else untouched; amounts as exact decimal strings),
 /// checked to parse and to say exactly what was asked. Nothing is written.
 pub fn budget_text(file: &Path, epsilon: Amount, delta: Amount) -> Result<String, ConfigError> {
@@ -554,7 +554,7 @@ pub fn budget_text(file: &Path, epsilon: Amount, delta: Amount) -> Result<String
     Ok(out)
 }
 
-/// Write dpq.toml's [budget] (see [`budget_text`]), atomically.
+/// Write dpq.toml's `[budget]` (see [`budget_text`]), atomically.
 pub fn write_budget(file: &Path, epsilon: Amount, delta: Amount) -> Result<(), ConfigError> {
     let io = |source| ConfigError::Io { file: file.display().to_string(), source };
     let out = budget_text(file, epsilon, delta)?;

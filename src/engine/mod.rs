@@ -45,6 +45,7 @@ pub struct Engine {
 
 impl Engine {
     /// Open the engine over a dataset (reads manifests and public key domains).
+    #[cfg(test)]
     pub async fn open(ds: &Dataset, memory_limit: Option<u64>) -> Result<Engine> {
         Engine::open_on(ds, memory_limit, session::Backend::Local).await
     }

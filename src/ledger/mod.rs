@@ -227,7 +227,7 @@ pub struct Status {
     pub epsilon_spent: Amount,
     pub entries: i64,
     pub head: Head,
-    /// dpq.toml's [budget] differs from the ledger's (charging is refused).
+    /// dpq.toml's `[budget]` differs from the ledger's (charging is refused).
     pub config_drift: Option<String>,
 }
 
@@ -261,7 +261,7 @@ pub struct VerifyReport {
 pub struct Binding {
     /// Tables holding data, with the dataset id their manifests record (if any).
     pub tables: Vec<(String, Option<String>)>,
-    /// dpq.toml's [budget] (used once, to create the ledger) and the file's name.
+    /// dpq.toml's `[budget]` (used once, to create the ledger) and the file's name.
     pub config_budget: (Amount, Amount),
     pub config_file: String,
     /// dpq.toml's privacy policy: per table, (public, privacy unit, one row per unit).
@@ -633,7 +633,7 @@ impl Ledger {
         }
     }
 
-    /// dpq.toml disagrees with the ledger: its [budget] was edited by hand, or
+    /// dpq.toml disagrees with the ledger: its `[budget]` was edited by hand, or
     /// its privacy policy changed without being recorded.
     fn drift(&self, head: &Entry) -> Option<LedgerError> {
         let (ce, cd) = self.binding.config_budget;

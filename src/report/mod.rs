@@ -145,7 +145,7 @@ fn error_of(p: &Prepared, s: &Section) -> (Option<f64>, String) {
 
 /// Plan the report: accuracy targets → ε (bisection over the noise model), the
 /// rest split by shares. Reads no private rows.
-pub async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon: f64) -> Result<ReportPlan, ReportError> {
+pub(crate) async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_epsilon: f64) -> Result<ReportPlan, ReportError> {
     let total = match (spec.privacy.epsilon, spec.privacy.max_budget_share) {
         (Some(e), _) => Amount::from_f64(e).map_err(|e| ReportError::Plan { section: "privacy".into(), message: e.to_string() })?,
         (None, Some(share)) => Amount::from_f64_floor(remaining_epsilon * share),
@@ -382,8 +382,15 @@ fn derive(s: &Section, r: &QueryResult, confidence: f64) -> Vec<Derived> {
 }
 
 /// Run a planned report: replay, or charge once → compute every section → store
-/// (the same protocol as queries: [`crate::engine::protocol::release`]).
-pub async fn run(engine: &Engine, spec: &Spec, plan: &ReportPlan, ledger: &mut Ledger, fresh: bool, caller: &Caller) -> Result<ReportResult, ReportError> {
+/// (the same release protocol as queries).
+pub(crate) async fn run(
+    engine: &Engine,
+    spec: &Spec,
+    plan: &ReportPlan,
+    ledger: &mut Ledger,
+    fresh: bool,
+    caller: &Caller,
+) -> Result<ReportResult, ReportError> {
     let mut h = Sha256::new();
     h.update(serde_json::to_string(spec).unwrap().as_bytes());
     let mut releases: Vec<Release> = Vec::new();

@@ -19,9 +19,11 @@
 //! The pick's rank error is about 2·ln(bins/β)/ε people; at the small ε the
 //! choice gets it lands anywhere between the target and a few hundred people
 //! above it. Because cutting heavy contributors costs far more than a larger
-//! noise scale in the heavy-tailed data of event logs, the limit used is one
-//! log₂ bin above the pick ([`HEADROOM_BINS`]): twice the noise at worst,
-//! against a bias that can be a tenth of the answer (measured: docs/accuracy.md).
+//! noise scale in the heavy-tailed data of event logs, the limit of a single
+//! total (no GROUP BY) is one log₂ bin above the pick ([`HEADROOM_BINS`]):
+//! twice a noise that is small next to the total, against a bias that can be
+//! a tenth of it (measured: docs/accuracy.md). With several groups the pick is
+//! used as it is: each group's noise then weighs as much as its bias.
 //!
 //! Which limits are chosen depends on the bounding family the query uses:
 //! L1 (rows per person, for Laplace histograms) needs one pick; L0/Linf
@@ -53,7 +55,9 @@ pub const LEVEL: f64 = 0.9;
 /// bins above the data, which all tie, then hold ≈ 16 % of the mass, not 58 %.
 pub const PRIOR: (u64, u64) = (2, 1);
 
-/// Log₂ bins added above a row-limit pick (see the module documentation).
+/// Log₂ bins added above a row-limit pick for a single total (see the module
+/// documentation); with several groups each group's noise counts as much as
+/// its bias, and the pick is used as it is.
 pub const HEADROOM_BINS: usize = 1;
 
 /// The share of the auto-bounds ε spent on the disclosure counts (both).
@@ -160,7 +164,8 @@ impl AutoBounds {
                 return Ok(log2_bin_upper(bin).max(1));
             }
             let bin = em_threshold(rng, &hist(f, u64::MAX), self.target, self.epsilon_each, PRIOR)?;
-            Ok(log2_bin_upper((bin + HEADROOM_BINS).min(40)).max(1))
+            let headroom = if self.groups.is_none() { HEADROOM_BINS } else { 0 };
+            Ok(log2_bin_upper((bin + headroom).min(40)).max(1))
         };
         let mut l = fixed;
         let global = self.groups.is_none();
