@@ -256,6 +256,7 @@ fn init(path: PathBuf) -> PyResult<()> {
 /// Generate synthetic event logs of a messaging app (JSON summary).
 #[pyfunction]
 #[pyo3(signature = (users, days, out, seed=42, format="csv", start="2025-01-01", messages_per_day=2.0))]
+#[allow(clippy::too_many_arguments)]
 fn generate(py: Python<'_>, users: u64, days: u32, out: PathBuf, seed: u64, format: &str, start: &str, messages_per_day: f64) -> PyResult<String> {
     let format: dpq::storage::FileFormat = format.parse().map_err(QueryError::new_err)?;
     let start = start.parse().map_err(|e| QueryError::new_err(format!("start {start}: {e} (use YYYY-MM-DD)")))?;
