@@ -282,7 +282,14 @@ fn main() {
                 let mut rels = Vec::new();
                 let mut limits = String::new();
                 for _ in 0..runs {
-                    let r = session.query(q.dp, &o).await.unwrap().result;
+                    let r = match session.query(q.dp, &o).await {
+                        Ok(a) => a.result,
+                        Err(e) => {
+                            // (dpq's panic hook withholds panic messages: print, then stop)
+                            eprintln!("{name}: {}: {e}", q.name);
+                            std::process::exit(1);
+                        }
+                    };
                     limits = r.bounding_used.clone().unwrap_or_default();
                     let key_col = &r.columns[0].name;
                     let val_col = &r.columns[1].name;

@@ -509,6 +509,13 @@ impl Session {
         Ok(Answer::from_result(r))
     }
 
+    /// See the data as it is now (after the data owner ingested more).
+    pub async fn reload(&self) -> Result<()> {
+        let engine = Session::engine_for(&self.ds, &self.options).await?;
+        *self.engine.write().await = Arc::new(engine);
+        Ok(())
+    }
+
     /// Plan a report: each section's ε and expected error. Spends nothing.
     pub async fn report_plan(&self, spec: &Spec) -> Result<ReportPlan> {
         let engine = self.engine().await;
@@ -523,20 +530,6 @@ impl Session {
         let mut ledger = self.ledger()?;
         ledger.ensure_current()?;
         Ok(crate::report::run(&engine, spec, plan, &mut ledger, fresh, &self.caller()?).await?)
-    }
-
-    /// Ingest files into a declared table (bound to this dataset's ledger);
-    /// later queries see the new data.
-    pub async fn ingest(&self, mut options: crate::ingest::IngestOptions) -> Result<crate::ingest::IngestSummary> {
-        let id = self.ledger()?.dataset().to_string();
-        options.dataset = Some(id);
-        let (dir, config) = (self.ds.dir.clone(), self.ds.config.clone());
-        let summary = tokio::task::spawn_blocking(move || crate::ingest::ingest(&dir, &config, &options))
-            .await
-            .map_err(|e| Error::Internal(format!("the ingest task failed: {e}")))??;
-        let engine = Session::engine_for(&self.ds, &self.options).await?;
-        *self.engine.write().await = Arc::new(engine);
-        Ok(summary)
     }
 }
 

@@ -14,9 +14,9 @@ root = Path(tempfile.mkdtemp())
 data = root / "data"
 dpq.init(data)
 dpq.generate(2000, 90, root / "logs", seed=7)
-s = dpq.Session(data, analyst="notebook")
 for table in ["emoji_catalog", "users", "messages", "calls", "payments"]:
-    s.ingest(table, root / "logs" / f"{table}.csv")
+    dpq.ingest(data, table, root / "logs" / f"{table}.csv")  # the data owner's step
+s = dpq.Session(data, analyst="notebook")
 
 # %% What would it cost? (spends nothing)
 print(s.explain("SELECT date_part('hour', ts) AS hour, COUNT(*) AS messages FROM messages GROUP BY hour", epsilon=0.5)["text"])

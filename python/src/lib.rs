@@ -237,14 +237,28 @@ impl Session {
         json(&r)
     }
 
-    /// Ingest files into a declared table; later queries see the new rows.
-    #[pyo3(signature = (table, files, force=false, format=None))]
-    fn ingest(&self, py: Python<'_>, table: String, files: Vec<PathBuf>, force: bool, format: Option<String>) -> PyResult<String> {
-        let format = format.map(|f| f.parse::<dpq::storage::FileFormat>().map_err(QueryError::new_err)).transpose()?;
-        let o = dpq::ingest::IngestOptions { dataset: None, table, files, force, format, progress: dpq::progress::silent() };
-        let s = py.detach(|| self.rt.block_on(self.inner.ingest(o))).map_err(py_err)?;
-        json(&s)
+    /// See the data as it is now (after the data owner ingested more).
+    fn reload(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.rt.block_on(self.inner.reload())).map_err(py_err)
     }
+}
+
+/// Ingest files into a declared table of the dataset in `path` — the data
+/// owner's operation (it writes private data), not an analyst's: it is not a
+/// method of `Session`.
+#[pyfunction]
+#[pyo3(signature = (path, table, files, force=false, format=None))]
+fn ingest(py: Python<'_>, path: PathBuf, table: String, files: Vec<PathBuf>, force: bool, format: Option<String>) -> PyResult<String> {
+    let format = format.map(|f| f.parse::<dpq::storage::FileFormat>().map_err(QueryError::new_err)).transpose()?;
+    let s = py
+        .detach(|| -> Result<dpq::ingest::IngestSummary, dpq::Error> {
+            let ds = dpq::dataset::Dataset::open(&path)?;
+            let id = ds.id("owner")?;
+            let o = dpq::ingest::IngestOptions { dataset: Some(id), table, files, force, format, progress: dpq::progress::silent() };
+            Ok(dpq::ingest::ingest(&ds.dir, &ds.config, &o)?)
+        })
+        .map_err(py_err)?;
+    json(&s)
 }
 
 /// Create a dataset directory with a commented dpq.toml.
@@ -271,6 +285,7 @@ fn _dpq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
     m.add_function(wrap_pyfunction!(generate, m)?)?;
+    m.add_function(wrap_pyfunction!(ingest, m)?)?;
     let py = m.py();
     m.add("Error", py.get_type::<Error>())?;
     m.add("Refused", py.get_type::<Refused>())?;

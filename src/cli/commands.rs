@@ -92,6 +92,17 @@ pub fn run(args: Args) -> Result<()> {
                     if reason.trim().is_empty() {
                         return Err(UsageError("--reason must say why the privacy settings changed".into()).into());
                     }
+                    // a table now declared one row per person must hold one row per person
+                    for (name, t) in &ds.config.tables {
+                        if t.one_row_per_unit {
+                            let n = dpq::ingest::people_with_several_rows(&ds.dir, &ds.config, name)?;
+                            if n > 0 {
+                                anyhow::bail!(
+                                    "table `{name}` is declared one_row_per_unit, but its stored data holds more than one row for {n} people\n  fix: re-ingest it into a new dataset with the declaration (duplicates are then quarantined), or keep one_row_per_unit = false"
+                                );
+                            }
+                        }
+                    }
                     let st = ledger.accept_policy(&reason, &analyst)?;
                     outln!("recorded dpq.toml's privacy settings as ledger entry {} by {analyst}: {reason}", st.entries);
                     return Ok(());

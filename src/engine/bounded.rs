@@ -3,8 +3,11 @@
 //! [`crate::privacy::bounding`], which produce the group totals.
 //!
 //! ```text
-//! Sort: __u
-//!   Aggregate: groupBy=[__u, __k0, …(, __b)], aggr=[count(*) AS __rows,
+//! Aggregate: groupBy=[g], aggr=[dpq_total(c)]                      per-group totals: all the driver receives
+//!   Projection: b.g AS g, b.c AS c
+//!     Unnest: b
+//!       Aggregate: groupBy=[__u], aggr=[dpq_bound(__u, keys…, partials…, config) AS b]   bounding, per person (bound_op.rs)
+//! Aggregate: groupBy=[__u, __k0, …(, __b)], aggr=[count(*) AS __rows,
 //!              count(__vj) AS __cj, sum(CAST(__vj AS DECIMAL(38,0))) AS __sj, (sum of squares AS __qj)]
 //!     Filter: __u IS NOT NULL (AND key IN (domain) for a key with a domain when another key has none)
 //!       Projection: unit AS __u, key AS __k0 | CASE key WHEN d0 THEN 0 … END AS __k0, encode(clamp(arg)) AS __vj …
@@ -21,8 +24,12 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+#[cfg(test)]
+use datafusion::arrow::array::{Decimal128Array, Int64Array, RecordBatch};
+#[cfg(test)]
+use datafusion::arrow::datatypes::Decimal128Type;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -35,7 +42,9 @@ use super::error::{EngineError, Result};
 use super::plan::Calibration;
 use super::session::Sessions;
 use super::total::{total_cast, total_fn, total_op};
-use crate::privacy::bounding::{self, GroupPartial, UnitShape, ValueStats};
+#[cfg(test)]
+use crate::privacy::bounding::GroupPartial;
+use crate::privacy::bounding::{self, ValueStats};
 
 const U: &str = "__u";
 
@@ -174,13 +183,7 @@ pub fn stats_plan(q: &DpQuery, cal: &Calibration) -> Result<BoundedPlan> {
             aggs.push(sum(top(Operator::Multiply, tcast(v.clone(), dec()), tcast(v, dec()))).alias(format!("__q{j}")));
         }
     }
-    let plan = b
-        .aggregate(group, aggs)
-        .map_err(super::error::sql)?
-        .sort(vec![col(U).sort(true, false)])
-        .map_err(super::error::sql)?
-        .build()
-        .map_err(super::error::sql)?;
+    let plan = b.aggregate(group, aggs).map_err(super::error::sql)?.build().map_err(super::error::sql)?;
     super::analyze::verify::verify_bounded(&plan)?;
     Ok(BoundedPlan { plan, keys: q.keys.len(), values, quantile: None, coded: coded(q) })
 }
@@ -203,8 +206,6 @@ pub fn quantile_plan(q: &DpQuery, cal: &Calibration, j: usize) -> Result<Bounded
         .filter(key_filter(q).and(col("__b").is_not_null()))
         .map_err(super::error::sql)?
         .aggregate(group, vec![count(lit(1i64)).alias("__rows")])
-        .map_err(super::error::sql)?
-        .sort(vec![col(U).sort(true, false)])
         .map_err(super::error::sql)?
         .build()
         .map_err(super::error::sql)?;
@@ -292,6 +293,35 @@ impl Groups {
         self.keys.len()
     }
 
+    /// The id of a group from its key bytes as `dpq_bound` wrote them: the
+    /// big-endian mixed-radix id of a coded plan, nothing for a global
+    /// aggregate, else the keys' row encoding.
+    pub fn id_of_bytes(&mut self, bytes: &[u8], coded: bool) -> Result<Option<u32>> {
+        if self.rows.is_empty() && self.keys.len() == 1 && self.keys[0].is_empty() {
+            return Ok(Some(0)); // global aggregate
+        }
+        if coded {
+            let id = u32::from_be_bytes(bytes.try_into().map_err(|_| super::error::internal("a coded group id of the wrong size"))?);
+            return Ok(((id as usize) < self.keys.len()).then_some(id));
+        }
+        if let Some(&id) = self.ids.get(bytes) {
+            return Ok(Some(id));
+        }
+        if self.domain_complete {
+            return Ok(None);
+        }
+        let parser = self.converter.parser();
+        let row = parser.parse(bytes);
+        let cols = self.converter.convert_rows([row]).map_err(arrow_err)?;
+        let vals: Vec<ScalarValue> =
+            cols.iter().map(|c| ScalarValue::try_from_array(c, 0)).collect::<std::result::Result<_, _>>().map_err(super::error::sql)?;
+        let id = self.keys.len() as u32;
+        self.ids.insert(bytes.into(), id);
+        self.keys.push(vals);
+        self.rows.push(self.converter.parser().parse(bytes).owned());
+        Ok(Some(id))
+    }
+
     /// Group ids in a deterministic order: the declared domain order when every
     /// key has a domain, else sorted by key bytes.
     pub fn sorted_ids(&self) -> Vec<u32> {
@@ -303,6 +333,7 @@ impl Groups {
         ids
     }
 
+    #[cfg(test)]
     fn id(&mut self, key_cols: &[ArrayRef], rows: Option<&datafusion::arrow::row::Rows>, i: usize) -> Result<Option<u32>> {
         let Some(rows) = rows else { return Ok(Some(0)) }; // global aggregate
         let r = rows.row(i);
@@ -323,6 +354,7 @@ impl Groups {
 
     /// The id of row `i` of a coded plan: the mixed-radix number of its domain
     /// codes, `None` when a code is NULL (a key outside its domain).
+    #[cfg(test)]
     fn coded_id(&self, codes: &[&datafusion::arrow::array::Int32Array], i: usize) -> Option<u32> {
         let mut id: u32 = 0;
         for (c, &r) in codes.iter().zip(&self.radix) {
@@ -338,8 +370,10 @@ impl Groups {
         Some(id)
     }
 
+    #[cfg(test)]
     fn key_order(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        if self.rows.is_empty() { a.cmp(&b) } else { self.rows[a as usize].cmp(&self.rows[b as usize]) }
+        // coded plans order groups by id, as `dpq_bound` does
+        if self.rows.is_empty() || !self.radix.is_empty() { a.cmp(&b) } else { self.rows[a as usize].cmp(&self.rows[b as usize]) }
     }
 }
 
@@ -414,6 +448,7 @@ fn unguard_scans(sessions: &Sessions, plan: &LogicalPlan) -> Result<LogicalPlan>
 
 /// Stream the partials of `plan`, calling `per_unit` with each person's partials
 /// (sorted by key bytes, so that randomness is used in a deterministic order).
+#[cfg(test)]
 async fn for_each_unit(
     sessions: &Sessions,
     plan: &BoundedPlan,
@@ -421,7 +456,10 @@ async fn for_each_unit(
     n_values: usize,
     mut per_unit: impl FnMut(&[u8], &[GroupPartial]),
 ) -> Result<()> {
-    let mut stream = execute_bounded(sessions, plan).await?;
+    // the partials, in person order
+    let sorted =
+        LogicalPlanBuilder::from(plan.plan.clone()).sort(vec![col(U).sort(true, false)]).map_err(super::error::sql)?.build().map_err(super::error::sql)?;
+    let mut stream = execute_bounded(sessions, &BoundedPlan { plan: sorted, ..plan.clone() }).await?;
     let mut unit_conv: Option<RowConverter> = None;
     let mut current: Option<OwnedRow> = None;
     // the current person's rows (one per group and, in quantile plans, per bin),
@@ -554,32 +592,114 @@ async fn for_each_unit(
     Ok(())
 }
 
-/// Per-unit shapes for `--auto-bounds` (first pass, no bounding).
-pub async fn unit_shapes(sessions: &Sessions, plan: &BoundedPlan, groups: &mut Groups) -> Result<Vec<UnitShape>> {
+/// Rows the driver has received from bounded plans (for the cluster test: it
+/// must be O(groups), not O(people × groups)).
+pub static DRIVER_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The joint histogram of per-person sizes for auto-bounds: ((log₂ bin of rows,
+/// of groups, of the largest group), people), computed in the engine — the
+/// driver receives at most one row per occupied cell.
+pub async fn shape_histogram(sessions: &Sessions, plan: &BoundedPlan) -> Result<Vec<((usize, usize, usize), u64)>> {
+    use datafusion::functions_aggregate::expr_fn::max;
+    let log2 = |e: Expr| super::bound_op::log2_bin_udf().call(vec![e]);
+    let shapes = LogicalPlanBuilder::from(plan.plan.clone())
+        .aggregate(vec![col(U)], vec![sum(col("__rows")).alias("__r"), count(lit(1i64)).alias("__g"), max(col("__rows")).alias("__m")])
+        .map_err(super::error::sql)?
+        .project(vec![log2(col("__r")).alias("__rb"), log2(col("__g")).alias("__gb"), log2(col("__m")).alias("__mb")])
+        .map_err(super::error::sql)?
+        .aggregate(vec![col("__rb"), col("__gb"), col("__mb")], vec![count(lit(1i64)).alias("__n")])
+        .map_err(super::error::sql)?
+        .build()
+        .map_err(super::error::sql)?;
+    super::analyze::verify::verify_bounded(&shapes)?;
+    let b = BoundedPlan { plan: shapes, ..plan.clone() };
+    let mut stream = execute_bounded(sessions, &b).await?;
     let mut out = Vec::new();
-    let nv = plan.values.len();
-    for_each_unit(sessions, plan, groups, nv, |_, parts| out.push(bounding::unit_shape(parts))).await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| stream_error(sessions, e))?;
+        DRIVER_ROWS.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+        let c = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
+        let (rb, gb, mb, n) = (c(0), c(1), c(2), c(3));
+        for i in 0..batch.num_rows() {
+            out.push(((rb.value(i) as usize, gb.value(i) as usize, mb.value(i) as usize), n.value(i) as u64));
+        }
+    }
     Ok(out)
 }
 
-/// The bounding randomness of one person: a ChaCha20 stream keyed by the query's
-/// secret seed and selected by a hash of the person's identity (and of which plan
-/// this is), so that one person's draws never depend on anyone else's rows.
-pub fn unit_rng(seed: &[u8; 32], plan_tag: u64, unit: &[u8]) -> rand_chacha::ChaCha20Rng {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(plan_tag.to_le_bytes());
-    h.update(unit);
-    let d = h.finalize();
-    let mut r = crate::privacy::samplers::seeded_rng(*seed);
-    r.set_stream(u64::from_le_bytes(d[..8].try_into().unwrap()));
-    r
+fn stream_error(sessions: &Sessions, _e: datafusion::error::DataFusionError) -> EngineError {
+    #[cfg(test)]
+    if std::env::var_os("DPQ_TEST_SHOW_ERRORS").is_some() {
+        eprintln!("(test only) withheld error: {_e}");
+    }
+    match sessions.backend {
+        super::session::Backend::Local => EngineError::Execution,
+        _ => remote_error(sessions, _e),
+    }
 }
 
-/// Run a bounded plan and total the bounded contributions per group. Every
-/// person's contributions are checked against the family's limits and the value
-/// columns' calibrated ranges (`limits`, in value-slot order); a contribution
-/// outside them is a dpq bug and fails the query closed.
+/// People in a bounded pass and those whose rows the limits cut (exact: the
+/// driver adds the disclosure's noise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeopleCut {
+    pub people: u64,
+    pub cut: u64,
+}
+
+/// The operator plan over a partials plan: `dpq_bound` per person, unnest,
+/// `dpq_total` per group (see the module documentation).
+pub fn totals_plan(plan: &BoundedPlan, groups: &Groups, cal: &Calibration, seed: &[u8; 32], plan_tag: u64) -> Result<BoundedPlan> {
+    use super::bound_op::{BoundConfig, bound_udaf, total_udaf};
+    let limits = limits(plan, cal);
+    let cfg = BoundConfig {
+        family: cal.family,
+        seed: hex::encode(seed),
+        tag: plan_tag,
+        keys: plan.keys,
+        radix: if plan.coded { Some(groups.radix.clone()) } else { None },
+        values: plan.values.iter().map(|&(_, s, q)| (s, q)).collect(),
+        quantile: plan.quantile.is_some(),
+        limits: limits.iter().map(|l| (l.abs.to_string(), l.sq.map(|q| q.to_string()))).collect(),
+    };
+    let mut args = vec![col(U)];
+    args.extend((0..plan.keys).map(|i| col(format!("__k{i}"))));
+    if plan.quantile.is_some() {
+        args.push(col("__b"));
+    }
+    args.push(col("__rows"));
+    for &(j, s, q) in &plan.values {
+        args.push(col(format!("__c{j}")));
+        if s {
+            args.push(col(format!("__s{j}")));
+        }
+        if q {
+            args.push(col(format!("__q{j}")));
+        }
+    }
+    args.push(lit(serde_json::to_string(&cfg).expect("config serialises")));
+    let field = |name: &str| datafusion::functions::core::expr_fn::get_field(col("__bounded"), name);
+    let totals_plan = LogicalPlanBuilder::from(plan.plan.clone())
+        .aggregate(vec![col(U)], vec![bound_udaf().call(args).alias("__bounded")])
+        .map_err(super::error::sql)?
+        .unnest_column("__bounded")
+        .map_err(super::error::sql)?
+        .project(vec![field("g").alias("__g"), field("c").alias("__contribution")])
+        .map_err(super::error::sql)?
+        .aggregate(vec![col("__g")], vec![total_udaf().call(vec![col("__contribution")]).alias("__total")])
+        .map_err(super::error::sql)?
+        .build()
+        .map_err(super::error::sql)?;
+    super::analyze::verify::verify_bounded(&totals_plan)?;
+    Ok(BoundedPlan { plan: totals_plan, ..plan.clone() })
+}
+
+/// Bound every person in the engine and total the bounded contributions per
+/// group: the plan groups the partials by person, applies `dpq_bound` (every
+/// contribution checked against the family's limits and the calibrated value
+/// ranges; one outside them fails the query closed), unnests and sums per
+/// group with `dpq_total`. The driver receives one row per group (and quantile
+/// bin) plus one for the people counts. `seed` is the bounding seed.
+#[allow(clippy::too_many_arguments)]
 pub async fn bounded_totals(
     sessions: &Sessions,
     plan: &BoundedPlan,
@@ -588,30 +708,42 @@ pub async fn bounded_totals(
     bins: usize,
     seed: &[u8; 32],
     plan_tag: u64,
-) -> Result<HashMap<u32, GroupTotal>> {
-    let family = cal.family;
-    let limits = limits(plan, cal);
-    let limits = &limits[..];
+) -> Result<(HashMap<u32, GroupTotal>, PeopleCut)> {
+    use super::bound_op::Contribution;
+    let b = totals_plan(plan, groups, cal, seed, plan_tag)?;
+    let mut stream = execute_bounded(sessions, &b).await?;
     let nv = plan.values.len();
     let mut totals: HashMap<u32, GroupTotal> = HashMap::new();
-    let mut violation: Option<bounding::OutOfRange> = None;
-    for_each_unit(sessions, plan, groups, nv, |unit, parts| {
-        let mut rng = unit_rng(seed, plan_tag, unit);
-        let contributions = bounding::bound_unit(&mut rng, parts, family);
-        if let Err(e) = bounding::check(&contributions, family, limits) {
-            violation.get_or_insert(e);
-            return;
+    let mut people = PeopleCut::default();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| stream_error(sessions, e))?;
+        DRIVER_ROWS.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+        let g = batch.column(0).as_binary::<i32>();
+        let t = batch.column(1).as_binary::<i32>();
+        for i in 0..batch.num_rows() {
+            let c = Contribution::decode(t.value(i)).map_err(|e| super::error::internal(format!("a bounded total does not read: {e}")))?;
+            if g.is_null(i) {
+                people.people += c.people;
+                people.cut += c.cut;
+                continue;
+            }
+            let Some(id) = groups.id_of_bytes(g.value(i), plan.coded)? else { continue };
+            let mut hist = if bins > 0 { vec![0u64; bins] } else { vec![] };
+            for (bin, n) in c.hist {
+                if let Some(h) = hist.get_mut(bin as usize) {
+                    *h += n;
+                }
+            }
+            let mut values = c.values;
+            values.resize(nv, ValueStats::default());
+            totals.insert(id, GroupTotal { rows: c.rows, units: c.units, values, hist });
         }
-        add_contributions(&mut totals, contributions, nv, bins);
-    })
-    .await?;
-    if let Some(v) = violation {
-        return Err(super::error::internal(v.to_string()));
     }
-    Ok(totals)
+    Ok((totals, people))
 }
 
 /// Add one person's bounded contributions to the group totals.
+#[cfg(test)]
 pub(crate) fn add_contributions(totals: &mut HashMap<u32, GroupTotal>, contributions: Vec<bounding::Contribution>, nv: usize, bins: usize) {
     for c in contributions {
         let t = totals.entry(c.group).or_insert_with(|| GroupTotal {
@@ -641,6 +773,16 @@ pub(crate) async fn unit_partials(sessions: &Sessions, plan: &BoundedPlan, group
     let mut out = Vec::new();
     let nv = plan.values.len();
     for_each_unit(sessions, plan, groups, nv, |_, parts| out.push(parts.to_vec())).await?;
+    Ok(out)
+}
+
+/// Every person's identity (row-encoded unit) and exact partials, for tests
+/// that bound in the driver as a reference.
+#[cfg(test)]
+pub(crate) async fn unit_partials_with_units(sessions: &Sessions, plan: &BoundedPlan, groups: &mut Groups) -> Result<Vec<(Vec<u8>, Vec<GroupPartial>)>> {
+    let mut out = Vec::new();
+    let nv = plan.values.len();
+    for_each_unit(sessions, plan, groups, nv, |u, parts| out.push((u.to_vec(), parts.to_vec()))).await?;
     Ok(out)
 }
 

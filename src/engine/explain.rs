@@ -212,8 +212,10 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
         });
     }
     let stats = bounded::stats_plan(q, cal)?;
+    let groups = bounded::Groups::new(q)?;
     let mut plan_text = if super::needs_counts_pass(q, cal) {
-        stats.display()
+        // (the operator's configuration carries a bounding seed; explain shows zeros)
+        bounded::totals_plan(&stats, &groups, cal, &[0; 32], 1)?.display()
     } else if cal.auto_bounds.is_some() {
         format!("-- per-person sizes for --auto-bounds:\n{}", stats.display())
     } else {
@@ -222,7 +224,7 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
     for (j, ap) in cal.aggs.iter().enumerate() {
         if ap.mechanism.quantile().is_some() {
             plan_text.push_str(&format!("\n-- quantile partials for {}:\n", q.aggs[j].display));
-            plan_text.push_str(&bounded::quantile_plan(q, cal, j)?.display());
+            plan_text.push_str(&bounded::totals_plan(&bounded::quantile_plan(q, cal, j)?, &groups, cal, &[0; 32], 10 + j as u64)?.display());
         }
     }
     let (charge_eps, charge_delta) = cal.charge();

@@ -6,6 +6,7 @@
 //! noisy answer and stores it for replay before returning it.
 
 pub mod analyze;
+pub mod bound_op;
 pub mod bounded;
 pub mod error;
 pub mod explain;
@@ -165,16 +166,19 @@ impl Engine {
             r.set_stream(n);
             r
         };
+        // bounding's randomness is keyed by a seed derived one-way from the
+        // query's (it travels to executors; the noise's does not)
+        let bseed = bound_op::bounding_seed(&seed);
         let mut groups = bounded::Groups::new(q)?;
         let mut cal = cal.clone();
         let mut notes = Vec::new();
-        let mut disclosure = None;
-        if let Some(ab) = cal.auto_bounds.clone() {
+        let auto = cal.auto_bounds.clone();
+        if let Some(ab) = &auto {
             let stats = bounded::stats_plan(q, &cal)?;
-            let shapes = bounded::unit_shapes(&self.sessions, &stats, &mut groups).await?;
+            let shapes = bounded::shape_histogram(&self.sessions, &stats).await?;
             let (c, l0, linf) = plan::configured_bounds(q, &cal.params);
             let fixed = crate::privacy::mechanisms::auto_bounds::Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf };
-            let (limits, d) = ab.choose(&shapes, fixed, &mut stream(0)).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let limits = ab.choose(&shapes, fixed, &mut stream(0)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?;
             let (recal, fallback) = cal.with_limits(q, limits)?;
             let spent = crate::privacy::accountant::basic(&ab.releases()).0;
             notes.push(match fallback {
@@ -185,18 +189,29 @@ impl Engine {
                 Some(why) => why,
             });
             cal = recal;
-            disclosure = Some(d);
         }
         let stats = bounded::stats_plan(q, &cal)?;
-        let totals =
-            if needs_counts_pass(q, &cal) { bounded::bounded_totals(&self.sessions, &stats, &mut groups, &cal, 0, &seed, 1).await? } else { HashMap::new() };
+        let mut people: Option<bounded::PeopleCut> = None;
+        let totals = if needs_counts_pass(q, &cal) {
+            let (t, p) = bounded::bounded_totals(&self.sessions, &stats, &mut groups, &cal, 0, &bseed, 1).await?;
+            people = Some(p);
+            t
+        } else {
+            HashMap::new()
+        };
         let mut qtotals: Vec<Option<HashMap<u32, bounded::GroupTotal>>> = vec![None; q.aggs.len()];
         for (j, ap) in cal.aggs.iter().enumerate() {
             if let Some(m) = ap.mechanism.quantile() {
                 let qp = bounded::quantile_plan(q, &cal, j)?;
-                qtotals[j] = Some(bounded::bounded_totals(&self.sessions, &qp, &mut groups, &cal, m.domain.bins, &seed, 10 + j as u64).await?);
+                let (t, p) = bounded::bounded_totals(&self.sessions, &qp, &mut groups, &cal, m.domain.bins, &bseed, 10 + j as u64).await?;
+                people.get_or_insert(p);
+                qtotals[j] = Some(t);
             }
         }
+        let disclosure = match (&auto, people) {
+            (Some(ab), Some(p)) => Some(ab.disclose(p.people, p.cut, &mut stream(3)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?),
+            _ => None,
+        };
         let mut noise_rng = stream(2);
         let released_ids = release::released_groups(&groups, &totals, &cal, &mut noise_rng)?;
         let slots: Vec<Option<usize>> = (0..q.aggs.len()).map(|j| bounded::value_slot(&stats, j)).collect();

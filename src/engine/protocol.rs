@@ -4,9 +4,12 @@
 //!
 //! * A stored answer for the same key is replayed, hash-checked, at no cost.
 //! * A charge whose answer was never stored (the process died after charging)
-//!   is finished by the analyst's next run with fresh randomness: nothing of
-//!   the first attempt was shown, and no seed was ever stored to redraw it
-//!   from. Another analyst asking the same pays for a charge of their own.
+//!   ends as a recorded failure when its analyst asks again: its noise was
+//!   drawn, and the process's time and memory (or a kill at a chosen moment)
+//!   could have revealed something of it, so it is never drawn again (the
+//!   third attack redrew a count 20 times for one charge by killing the
+//!   process). `--fresh` pays for a new attempt. Another analyst asking the
+//!   same pays for a charge of their own.
 //! * Two processes finishing the same charge race to store; the ledger keeps
 //!   the first, and both show that one.
 //! * An error after the charge (infrastructure, memory, a post-processing step
@@ -76,6 +79,9 @@ where
 
 /// The key of a stored failure.
 pub const FAILED: &str = "dpq_failed";
+
+/// The recorded outcome of a charge whose process ended before storing its answer.
+pub const UNFINISHED: &str = "the process that computed this answer ended before storing it; its noise was drawn, so it is not drawn again";
 
 fn failed_error(entry: i64, stored: &serde_json::Value) -> super::EngineError {
     let message = stored.get(FAILED).and_then(|m| m.as_str()).unwrap_or("(no message)");
@@ -159,10 +165,16 @@ async fn answer(ledger: &mut Ledger, request: &ChargeRequest, fresh: bool) -> Re
                 status,
             }));
         }
-        Some(Replay::Unfinished { entry, hash }) => {
+        Some(Replay::Unfinished { entry, hash: _ }) => {
             let e = ledger.entries(Some(entry), Some(1))?.pop().ok_or_else(|| super::error::internal(format!("unfinished entry {entry} vanished")))?;
             if e.analyst == request.analyst {
-                Charge { entry, hash, epsilon: e.epsilon, delta: e.delta, status: ledger.status()? }
+                // the process that computed this charge ended before storing its
+                // answer. Its noise was drawn and may have been observed (time,
+                // memory, a kill at a chosen moment), so it is never drawn again:
+                // the charge ends as a recorded failure
+                let failed = serde_json::json!({ FAILED: UNFINISHED });
+                let stored = ledger.store_result(entry, &failed, &request.analyst, serde_json::json!({ "failed": true, "unfinished": true }))?;
+                return Err(failed_error(entry, &stored.result));
             } else {
                 // only the analyst who paid may finish a charge: anyone else
                 // pays for their own (their quota is checked like any charge)

@@ -47,6 +47,8 @@ pub struct Sessions {
     pub config: Config,
     memory_limit: Option<u64>,
     pub backend: Backend,
+    /// Partitions per query (default: the number of cores).
+    pub partitions: Option<usize>,
 }
 
 pub fn clamp_udf() -> ScalarUDF {
@@ -95,6 +97,7 @@ pub fn dpq_functions() -> Vec<Arc<ScalarUDF>> {
         .collect();
     let mut out = super::total::registry(&inner);
     out.push(Arc::new(clamp_udf()));
+    out.push(super::bound_op::log2_bin_udf());
     out
 }
 
@@ -105,6 +108,8 @@ pub fn dpq_aggregate_functions() -> Vec<Arc<datafusion::logical_expr::AggregateU
     let defaults = SessionContext::new();
     let state = defaults.state();
     let mut out: Vec<_> = state.aggregate_functions().values().map(|f| super::total::total_agg(f.clone())).collect();
+    out.push(super::bound_op::bound_udaf());
+    out.push(super::bound_op::total_udaf());
     out.sort_by(|a, b| a.name().cmp(b.name()));
     out.dedup_by(|a, b| a.name() == b.name());
     out
@@ -126,11 +131,11 @@ impl Sessions {
             let table = ListingTable::try_new(cfg).map_err(super::error::sql)?;
             tables.insert(name.clone(), TableInfo { manifest, providers: Arc::new(table) });
         }
-        Ok(Sessions { tables, config: config.clone(), memory_limit, backend: Backend::Local })
+        Ok(Sessions { tables, config: config.clone(), memory_limit, backend: Backend::Local, partitions: None })
     }
 
     fn context(&self, token: bool) -> Result<SessionContext> {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = self.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         let mut cfg = SessionConfig::new().with_target_partitions(threads).with_information_schema(false);
         if token {
             cfg = cfg.with_extension(Arc::new(ScanToken(())));
@@ -143,6 +148,9 @@ impl Sessions {
         let state = SessionStateBuilder::new().with_config(cfg).with_runtime_env(runtime).with_default_features().build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(clamp_udf());
+        ctx.register_udf(super::bound_op::log2_bin_udf().as_ref().clone());
+        ctx.register_udaf(super::bound_op::bound_udaf().as_ref().clone());
+        ctx.register_udaf(super::bound_op::total_udaf().as_ref().clone());
         // VARIANCE / VARIANCE_POP as in most SQL dialects
         use datafusion::functions_aggregate::variance::{var_pop_udaf, var_samp_udaf};
         ctx.register_udaf(var_samp_udaf().as_ref().clone().with_aliases(["variance", "var_samp", "var_sample"]));

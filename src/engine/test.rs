@@ -130,7 +130,7 @@ fn bounding_really_bounds_a_heavy_user() {
             let (q, cal) = prepared(&engine, sql, &p).await;
             let mut groups = bounded::Groups::new(&q).unwrap();
             let stats = bounded::stats_plan(&q, &cal).unwrap();
-            let t = bounded::bounded_totals(&engine.sessions, &stats, &mut groups, &cal, 0, &seed, 1).await.unwrap();
+            let (t, _) = bounded::bounded_totals(&engine.sessions, &stats, &mut groups, &cal, 0, &seed, 1).await.unwrap();
             let mut by_key: Vec<(String, u64, i128)> =
                 t.iter().map(|(id, g)| (groups.keys[*id as usize][0].to_string(), g.rows, g.values.first().map(|v| v.sum).unwrap_or(0))).collect();
             by_key.sort();
@@ -266,7 +266,7 @@ fn ballista_matches_local() {
             async fn totals(e: &Engine, q: &DpQuery, cal: &Calibration) -> Vec<(String, u64, u64, Vec<(u64, i128)>)> {
                 let mut groups = bounded::Groups::new(q).unwrap();
                 let stats = bounded::stats_plan(q, cal).unwrap();
-                let t = bounded::bounded_totals(&e.sessions, &stats, &mut groups, cal, 0, &[4; 32], 1).await.unwrap();
+                let (t, _) = bounded::bounded_totals(&e.sessions, &stats, &mut groups, cal, 0, &[4; 32], 1).await.unwrap();
                 let mut v: Vec<(String, u64, u64, Vec<(u64, i128)>)> = t
                     .iter()
                     .map(|(id, g)| (format!("{:?}", groups.keys[*id as usize]), g.rows, g.units, g.values.iter().map(|x| (x.count, x.sum)).collect()))
@@ -538,14 +538,15 @@ fn auto_bounds_stay_near_the_data_with_few_people() {
     };
     let eps: Amount = "0.1".parse().unwrap();
     let fixed = Limits { max_rows_per_unit: 100, max_groups_per_unit: 4, max_rows_per_group: 20 };
+    let hist = crate::privacy::mechanisms::auto_bounds::shape_histogram(&shapes);
     let runs = 200;
     let (mut far_above, mut l0_near) = (0, 0);
     for _ in 0..runs {
-        let (l, _) = AutoBounds::new(eps, Choose::RowsPerUnit, Some(u64::MAX), 10).choose(&shapes, fixed, &mut r).unwrap();
+        let l = AutoBounds::new(eps, Choose::RowsPerUnit, Some(u64::MAX), 10).choose(&hist, fixed, &mut r).unwrap();
         if log2_bin(l.max_rows_per_unit) > top + 2 {
             far_above += 1;
         }
-        let (l, _) = AutoBounds::new(eps, Choose::Groups, Some(u64::MAX), 10).choose(&shapes, fixed, &mut r).unwrap();
+        let l = AutoBounds::new(eps, Choose::Groups, Some(u64::MAX), 10).choose(&hist, fixed, &mut r).unwrap();
         if (log2_bin(l.max_groups_per_unit) as i64 - q90 as i64).abs() <= 1 {
             l0_near += 1;
         }
@@ -554,7 +555,7 @@ fn auto_bounds_stay_near_the_data_with_few_people() {
     assert!(l0_near >= runs * 9 / 10, "the group limit was within one log₂ bin of the 90th percentile only {l0_near}/{runs} times");
     // a declared domain of 24 groups caps L0 (public knowledge, no ε)
     for _ in 0..50 {
-        let (l, _) = AutoBounds::new(eps, Choose::Groups, Some(24), 10).choose(&shapes, fixed, &mut r).unwrap();
+        let l = AutoBounds::new(eps, Choose::Groups, Some(24), 10).choose(&hist, fixed, &mut r).unwrap();
         assert!(l.max_groups_per_unit <= 24, "L0 {} above the 24 declared groups", l.max_groups_per_unit);
     }
 }
@@ -577,7 +578,7 @@ fn coded_domain_keys_total_exactly() {
         let (q, cal) = prepared(&engine, sql, &p).await;
         let mut groups = bounded::Groups::new(&q).unwrap();
         let stats = bounded::stats_plan(&q, &cal).unwrap();
-        let totals = bounded::bounded_totals(&engine.sessions, &stats, &mut groups, &cal, 0, &[42; 32], 1).await.unwrap();
+        let (totals, _) = bounded::bounded_totals(&engine.sessions, &stats, &mut groups, &cal, 0, &[42; 32], 1).await.unwrap();
         struct A {
             groups: bounded::Groups,
             totals: std::collections::HashMap<u32, bounded::GroupTotal>,
@@ -647,4 +648,63 @@ fn charged_cost_never_exceeds_the_request() {
             },
         )
         .unwrap();
+}
+
+/// Bounding inside the engine (the `dpq_bound` operator, parallel per
+/// partition) gives exactly what bounding each person in the driver gives
+/// with the same per-person streams, whatever the number of partitions: the
+/// result depends on the seed and the data only.
+#[test]
+fn in_engine_bounding_equals_the_driver_reference_on_any_partitioning() {
+    rt().block_on(async {
+        let ds = Dataset::open(fixture()).unwrap();
+        for sql in [
+            "SELECT chat_kind, COUNT(*), SUM(length), AVG(length) FROM messages GROUP BY chat_kind",
+            "SELECT lower(emoji) AS e, COUNT(*) FROM messages GROUP BY e",
+            "SELECT date_part('hour', ts) AS h, VARIANCE(length) FROM messages GROUP BY h",
+            "SELECT COUNT(*) FROM messages",
+        ] {
+            let mut p = params(&ds, "1");
+            p.delta = "1e-6".parse().unwrap();
+            p.max_rows_per_unit = Some(7);
+            p.max_groups_per_unit = Some(2);
+            p.max_rows_per_group = Some(3);
+            let seed = [9u8; 32];
+            let mut results = Vec::new();
+            for partitions in [1usize, 4] {
+                let mut engine = Engine::open(&ds, None).await.unwrap();
+                engine.sessions.partitions = Some(partitions);
+                let (q, cal) = prepared(&engine, sql, &p).await;
+                let stats = bounded::stats_plan(&q, &cal).unwrap();
+                let mut groups = bounded::Groups::new(&q).unwrap();
+                let (t, people) = bounded::bounded_totals(&engine.sessions, &stats, &mut groups, &cal, 0, &seed, 1).await.unwrap();
+                let mut by_key: Vec<(String, u64, u64, Vec<(u64, i128, i128)>)> = t
+                    .iter()
+                    .map(|(id, g)| (format!("{:?}", groups.keys[*id as usize]), g.rows, g.units, g.values.iter().map(|v| (v.count, v.sum, v.sum_sq)).collect()))
+                    .collect();
+                by_key.sort();
+                // the reference: every person bounded in the driver with the same stream
+                let mut ref_groups = bounded::Groups::new(&q).unwrap();
+                let partials = bounded::unit_partials_with_units(&engine.sessions, &stats, &mut ref_groups).await.unwrap();
+                let nv = bounded::value_count(&stats);
+                let mut reference = HashMap::new();
+                for (unit, parts) in &partials {
+                    let mut r = crate::engine::bound_op::unit_rng(&seed, 1, unit);
+                    let c = crate::privacy::bounding::bound_unit(&mut r, parts, cal.family);
+                    bounded::add_contributions(&mut reference, c, nv, 0);
+                }
+                let mut ref_by_key: Vec<(String, u64, u64, Vec<(u64, i128, i128)>)> = reference
+                    .iter()
+                    .map(|(id, g)| {
+                        (format!("{:?}", ref_groups.keys[*id as usize]), g.rows, g.units, g.values.iter().map(|v| (v.count, v.sum, v.sum_sq)).collect())
+                    })
+                    .collect();
+                ref_by_key.sort();
+                assert_eq!(by_key, ref_by_key, "{sql} on {partitions} partitions: the operator and the reference differ");
+                assert_eq!(people.people as usize, partials.len(), "{sql}: every person counted once");
+                results.push(by_key);
+            }
+            assert_eq!(results[0], results[1], "{sql}: 1 and 4 partitions differ");
+        }
+    });
 }

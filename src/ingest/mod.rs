@@ -1034,3 +1034,35 @@ pub fn check_bytes(bytes: &[u8], format: FileFormat, schema: &[ColumnSpec], unit
     let kept: u64 = rx.iter().map(|b| b.num_rows() as u64).sum();
     Ok((kept, q.rejected))
 }
+
+/// How many people the stored parts of `table` hold more than one row for
+/// (for a table declared `one_row_per_unit` after data was ingested): the
+/// data owner's check before the declaration is accepted. Reads the unit
+/// column of every part.
+pub fn people_with_several_rows(data: &Path, config: &Config, table: &str) -> Result<u64, IngestError> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let Some(tc) = config.table(table) else { return Err(IngestError::Undeclared { table: table.into(), config: config.file.display().to_string() }) };
+    let Some(unit) = tc.privacy_unit.clone() else { return Ok(0) };
+    let Some(manifest) = Manifest::load(data, table)? else { return Ok(0) };
+    let mut seen: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+    for path in manifest.part_paths(data)? {
+        let read = |e: std::io::Error| IngestError::Read { path: path.display().to_string(), source: e };
+        let file = File::open(&path).map_err(read)?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: e.to_string() })?;
+        let idx = builder.schema().index_of(&unit).map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: e.to_string() })?;
+        let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let reader = builder.with_projection(mask).build().map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: e.to_string() })?;
+        for batch in reader {
+            let batch = batch.map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: e.to_string() })?;
+            let col = batch.column(0).clone();
+            let conv = RowConverter::new(vec![SortField::new(col.data_type().clone())])
+                .map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: e.to_string() })?;
+            let rows = conv.convert_columns(&[col]).map_err(|e| IngestError::BadFile { path: path.display().to_string(), message: e.to_string() })?;
+            for r in rows.iter() {
+                *seen.entry(r.as_ref().to_vec()).or_default() += 1;
+            }
+        }
+    }
+    Ok(seen.values().filter(|&&n| n > 1).count() as u64)
+}

@@ -83,7 +83,7 @@ fn explain_spends_nothing_and_describes_the_plan() {
         "discrete Laplace",
         "95% CI",
         "emoji_catalog",
-        "Sort: __u",
+        "dpq_bound",
         "budget: ε remaining 10 → 9.5",
     ] {
         assert!(out.contains(needle), "explain lacks `{needle}`:\n{out}");

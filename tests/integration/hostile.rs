@@ -337,11 +337,18 @@ fn sigkill_during_report_is_recoverable() {
         assert_eq!(json(&data, &["budget", "--verify", "--format", "json"])["ok"], true);
     }
     let spent_before = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].clone();
-    ok(&data, &["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let r = run(&data, &["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let spent_after = json(&data, &["budget", "--format", "json"])["basic_epsilon_exact"].clone();
-    // if an earlier run had been charged, the final run reused it (no new charge)
     if spent_before != "0" {
+        // an earlier run was charged: the next one replays its stored report, or
+        // ends the interrupted charge as a recorded failure — never a new draw, no new charge
         assert_eq!(spent_before, spent_after);
+        if r.code != 0 {
+            assert!(r.stderr.contains("ended before storing it"), "{}", r.stderr);
+            ok(&data, &["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--fresh"]);
+        }
+    } else {
+        assert_eq!(r.code, 0, "{}", r.stderr);
     }
     assert!(out.join("index.html").exists());
 }
@@ -398,4 +405,35 @@ fn the_second_totality_attack_ends_the_same_way() {
     std::fs::write(&f, format!("user_id,ts,chat_kind,emoji,length\n8,2025-01-05T03:00:00Z,private,{},1\n", "x".repeat(70_000))).unwrap();
     let out = ok(&data, &["ingest", "messages", f.to_str().unwrap()]);
     assert!(out.contains("rejected 1") && out.contains("64 KiB"), "{out}");
+}
+
+/// The third attack's findings: a public join repeats a person's row, so the
+/// "one row per person" claim (and its "nothing was cut") must not survive it;
+/// declaring one row per person over stored duplicates is refused; output
+/// functions sized by a noisy value are refused.
+#[test]
+fn one_row_per_person_claims_survive_only_when_true() {
+    let (_d, data) = dataset();
+    let v = json(
+        &data,
+        &["query", "SELECT COUNT(*) AS n FROM (SELECT u.user_id, u.age_group FROM users u CROSS JOIN emoji_catalog e) t", "--format", "json", "--epsilon", "1"],
+    );
+    assert_ne!(v["bias"]["kind"], "none", "a cross join with a public table is not one row per person: {}", v["bias"]);
+    let plain = json(&data, &["query", "SELECT COUNT(*) AS n FROM users", "--format", "json", "--epsilon", "1"]);
+    assert_eq!(plain["bias"]["kind"], "none");
+    // output sized by a noisy value
+    let r = run(&data, &["query", "SELECT COUNT(*) AS n FROM users HAVING length(repeat('x', CAST(COUNT(*) AS BIGINT))) > 0", "--epsilon", "0.1"]);
+    assert!(r.code == 1 && r.stderr.contains("refused") && r.stderr.contains("repeat"), "{}", r.stderr);
+    // a one-row-per-person declaration over stored duplicates is refused
+    let toml = std::fs::read_to_string(data.join("dpq.toml")).unwrap();
+    std::fs::write(data.join("dpq.toml"), toml.replacen("one_row_per_unit = true", "one_row_per_unit = false", 1)).unwrap();
+    ok(&data, &["budget", "accept-config", "--reason", "users may repeat for a while"]);
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("users.csv");
+    // user 1 exists in the generated users table: a second row for them
+    std::fs::write(&f, "user_id,age_group,signup_date\n1,80s,2024-01-13\n").unwrap();
+    ok(&data, &["ingest", "users", f.to_str().unwrap(), "--force"]);
+    std::fs::write(data.join("dpq.toml"), &toml).unwrap();
+    let r = run(&data, &["budget", "accept-config", "--reason", "back to one row"]);
+    assert!(r.code == 1 && r.stderr.contains("more than one row for 1 people"), "{}", r.stderr);
 }

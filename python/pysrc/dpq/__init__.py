@@ -39,6 +39,7 @@ __all__ = [
     "privacy",
     "init",
     "generate",
+    "ingest",
     "Error",
     "Refused",
     "QueryError",
@@ -170,11 +171,18 @@ class Session:
         """Run a report spec (charged once); write index.html, report.md and report.json into ``out``."""
         return json.loads(self._s.report(str(spec), None if out is None else str(out), fresh))
 
-    def ingest(self, table: str, files: Union[Path, Sequence[Path]], *, force: bool = False, format: Optional[str] = None) -> Dict[str, Any]:
-        """Ingest CSV, JSON Lines or Parquet files into a declared table."""
-        if isinstance(files, (str, PathLike)):
-            files = [files]
-        return json.loads(self._s.ingest(table, [str(f) for f in files], force, format))
+    def reload(self) -> None:
+        """See the data as it is now (after the data owner ingested more)."""
+        self._s.reload()
+
+
+def ingest(path: Path, table: str, files: Union[Path, Sequence[Path]], *, force: bool = False, format: Optional[str] = None) -> Dict[str, Any]:
+    """Ingest CSV, JSON Lines or Parquet files into a declared table of the
+    dataset in ``path``: the data owner's operation (it writes private data and
+    reports on it), deliberately not a method of :class:`Session`."""
+    if isinstance(files, (str, PathLike)):
+        files = [files]
+    return json.loads(_dpq.ingest(str(path), table, [str(f) for f in files], force, format))
 
 
 def init(path: Path) -> None:

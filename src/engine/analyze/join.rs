@@ -90,6 +90,10 @@ impl Analyzer<'_> {
             }
             _ => l.cols.iter().chain(r.cols.iter()).cloned().collect(),
         };
+        // a join with public rows can repeat a person's row (a public table has no
+        // declared unique key): the output is no longer one row per person
+        // (found by the third attack: users CROSS JOIN emoji_catalog claimed it)
+        let cols = if l.private != r.private { cols.into_iter().map(|c| ColInfo { unit_attr: false, ..c }).collect() } else { cols };
         Ok((new_plan, Rel { cols, private: l.private || r.private }))
     }
 }

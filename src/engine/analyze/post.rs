@@ -20,6 +20,7 @@ pub(super) fn dp_aggregate_of(plan: &LogicalPlan) -> Result<(usize, &Aggregate)>
     let mut node = plan;
     loop {
         check_no_subquery_exprs(node, "the query")?;
+        check_post_sizes(node)?;
         node = match node {
             LogicalPlan::Projection(p) => &p.input,
             LogicalPlan::Filter(f) => &f.input,
@@ -103,6 +104,45 @@ pub(super) fn name_outputs(plan: &LogicalPlan, aggs: &mut [Agg]) {
             }
         }
     }
+}
+
+/// Post-processing runs over the noisy values after the charge; a function
+/// whose output size is one of its arguments (`repeat`, `lpad`, …) would let
+/// the noisy value decide how much memory the process takes — a lever the
+/// third attack used to read the noise before the answer was stored. Sizes
+/// must be literals there too.
+fn check_post_sizes(node: &LogicalPlan) -> Result<()> {
+    if matches!(node, LogicalPlan::Aggregate(_)) {
+        return Ok(());
+    }
+    for e in node.expressions() {
+        let mut bad = None;
+        let _ = e.apply(|x| {
+            if let Expr::ScalarFunction(f) = x {
+                let name = f.func.name().to_ascii_lowercase();
+                let size_arg = match name.as_str() {
+                    "repeat" | "lpad" | "rpad" => Some(1),
+                    "overlay" | "array_repeat" | "generate_series" | "range" => Some(1),
+                    _ => None,
+                };
+                if let Some(i) = size_arg
+                    && f.args.get(i).is_some_and(|a| !super::expr::is_literal(a))
+                {
+                    bad = Some(name);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if let Some(name) = bad {
+            return Err(refused(
+                format!("`{name}` with a computed size in the query's output"),
+                "the output's size would depend on a noisy value, and the time and memory of the process could reveal it",
+                format!("give {name}(…) a literal size"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,21 +59,24 @@ pub fn verify_query(config: &Config, q: &DpQuery, evaluated: bool) -> Result<()>
     Ok(())
 }
 
-/// Verify the nodes the bounded executor adds above a verified source (its
+/// Verify the nodes the bounded executor adds above a verified source: its
 /// projection of encoded values and keys, the key filter, the per-person
-/// aggregate and the sort): every expression total, and the aggregates only
-/// `count` and `sum` — whose inputs are grid-encoded values (|v| < 2⁶³, so a
-/// Decimal128 sum of up to 2⁶⁴ rows cannot overflow) or wrapped products.
+/// partials (`count`, `sum` of grid-encoded values — |v| < 2⁶³, so a Decimal128
+/// sum of up to 2⁶⁴ rows cannot overflow — or wrapped products), and above
+/// them the operator's own nodes: the per-person shapes (`sum`, `count`, `max`
+/// of row counts, `dpq_log2_bin`), the bounding (`dpq_bound`, which checks
+/// every contribution and fails closed only on a dpq bug), the unnest of its
+/// output and its fields, and the per-group totals (`dpq_total`, checked sums).
 pub fn verify_bounded(plan: &LogicalPlan) -> Result<()> {
     let mut node = plan;
-    for _ in 0..4 {
+    loop {
         match node {
             LogicalPlan::Sort(s) => {
-                node.expressions().iter().try_for_each(verify_expr)?;
+                node.expressions().iter().try_for_each(verify_dpq_expr)?;
                 node = &s.input;
             }
             LogicalPlan::Aggregate(a) => {
-                a.group_expr.iter().try_for_each(verify_expr)?;
+                a.group_expr.iter().try_for_each(verify_dpq_expr)?;
                 for e in &a.aggr_expr {
                     let inner = match e {
                         Expr::Alias(al) => &*al.expr,
@@ -81,27 +84,52 @@ pub fn verify_bounded(plan: &LogicalPlan) -> Result<()> {
                     };
                     match inner {
                         Expr::AggregateFunction(AggregateFunction { func, params })
-                            if matches!(func.name(), "count" | "sum") && params.filter.is_none() && params.order_by.is_empty() =>
+                            if matches!(func.name(), "count" | "sum" | "max" | "dpq_bound" | "dpq_total")
+                                && params.filter.is_none()
+                                && params.order_by.is_empty() =>
                         {
-                            params.args.iter().try_for_each(verify_expr)?;
+                            params.args.iter().try_for_each(verify_dpq_expr)?;
                         }
                         other => return Err(unverified(format!("the bounded plan's aggregate `{other}`"))),
                     }
                 }
                 node = &a.input;
             }
+            LogicalPlan::Unnest(u) => node = &u.input,
             LogicalPlan::Filter(f) => {
-                verify_expr(&f.predicate)?;
+                verify_dpq_expr(&f.predicate)?;
                 node = &f.input;
             }
             LogicalPlan::Projection(p) => {
-                p.expr.iter().try_for_each(verify_expr)?;
-                return Ok(());
+                p.expr.iter().try_for_each(verify_dpq_expr)?;
+                // the projection of encoded values sits right on the verified source
+                if !matches!(&*p.input, LogicalPlan::Aggregate(_) | LogicalPlan::Unnest(_)) {
+                    return Ok(());
+                }
+                node = &p.input;
             }
             other => return Err(unverified(format!("the bounded plan's node `{}`", first_line(other)))),
         }
     }
-    Err(unverified("a bounded plan of an unexpected shape".into()))
+}
+
+/// [`verify_expr`], also admitting dpq's own total functions of the bounded
+/// plan: `dpq_log2_bin` (of an integer) and `get_field` (of the operator's struct).
+fn verify_dpq_expr(e: &Expr) -> Result<()> {
+    let mut bad = None;
+    e.apply(|node| {
+        let own = matches!(node, Expr::ScalarFunction(f) if matches!(f.func.name(), "dpq_log2_bin" | "get_field"));
+        if !own && let Some(what) = not_total(node) {
+            bad = Some(what);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(crate::engine::error::sql)?;
+    match bad {
+        Some(what) => Err(unverified(what)),
+        None => Ok(()),
+    }
 }
 
 /// Verify every node of a source plan.

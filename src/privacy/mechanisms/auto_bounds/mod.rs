@@ -148,61 +148,72 @@ impl AutoBounds {
         }
     }
 
-    /// Pick the limits from the per-person shapes and estimate what they cut
-    /// (the DP release). Limits not chosen keep `fixed`'s.
-    pub fn choose<R: RngCore + CryptoRng>(&self, shapes: &[UnitShape], fixed: Limits, rng: &mut R) -> Result<(Limits, Disclosure), QuantileError> {
-        let hist = |f: &dyn Fn(&UnitShape) -> u64, cap: u64| {
-            let mut h = vec![0u64; log2_bin(cap) + 1];
-            for s in shapes {
-                h[log2_bin(f(s).min(cap))] += 1;
+    /// Pick the limits from the joint histogram of per-person sizes
+    /// (([`log2_bin`] of rows, of groups, of the largest group), people), the
+    /// DP release. Limits not chosen keep `fixed`'s.
+    pub fn choose<R: RngCore + CryptoRng>(&self, shapes: &[((usize, usize, usize), u64)], fixed: Limits, rng: &mut R) -> Result<Limits, QuantileError> {
+        // a marginal, with bins above `cap`'s folded into its bin (min(x, cap) for every x)
+        let marginal = |dim: usize, cap: u64| {
+            let top = log2_bin(cap);
+            let mut h = vec![0u64; top + 1];
+            for &((r, g, m), n) in shapes {
+                let b = [r, g, m][dim].min(top);
+                h[b] = h[b].saturating_add(n);
             }
             h
         };
-        let rows_limit = |f: &dyn Fn(&UnitShape) -> u64, rng: &mut R| -> Result<u64, QuantileError> {
+        let rows_limit = |dim: usize, rng: &mut R| -> Result<u64, QuantileError> {
+            let hist = marginal(dim, u64::MAX);
             if self.target == 0 {
-                let bin = em_quantile_with_prior(rng, &hist(f, u64::MAX), MEAN_RULE, self.epsilon_each, 1, PRIOR)?;
+                let bin = em_quantile_with_prior(rng, &hist, MEAN_RULE, self.epsilon_each, 1, PRIOR)?;
                 return Ok(log2_bin_upper(bin).max(1));
             }
-            let bin = em_threshold(rng, &hist(f, u64::MAX), self.target, self.epsilon_each, PRIOR)?;
+            let bin = em_threshold(rng, &hist, self.target, self.epsilon_each, PRIOR)?;
             let headroom = if self.groups.is_none() { HEADROOM_BINS } else { 0 };
             Ok(log2_bin_upper((bin + headroom).min(40)).max(1))
+        };
+        let group_limit = |rng: &mut R| -> Result<u64, QuantileError> {
+            match self.groups {
+                None => Ok(1),
+                Some(cap) => {
+                    let bin = em_quantile_with_prior(rng, &marginal(1, cap.max(1)), LEVEL, self.epsilon_each, 1, PRIOR)?;
+                    Ok(log2_bin_upper(bin).clamp(1, cap.max(1)))
+                }
+            }
         };
         let mut l = fixed;
         let global = self.groups.is_none();
         match self.choose {
-            Choose::RowsPerUnit => {
-                l.max_rows_per_unit = rows_limit(&|s| s.rows, rng)?;
-            }
+            Choose::RowsPerUnit => l.max_rows_per_unit = rows_limit(0, rng)?,
             Choose::GroupsAndRows => {
-                l.max_groups_per_unit = self.group_limit(&hist, rng)?;
+                l.max_groups_per_unit = group_limit(rng)?;
                 // one group: the rows per group are the rows per person
-                l.max_rows_per_group = if global { rows_limit(&|s| s.rows, rng)? } else { rows_limit(&|s| s.max_rows_in_group, rng)? };
+                l.max_rows_per_group = rows_limit(if global { 0 } else { 2 }, rng)?;
             }
-            Choose::Groups => {
-                l.max_groups_per_unit = self.group_limit(&hist, rng)?;
-            }
+            Choose::Groups => l.max_groups_per_unit = group_limit(rng)?,
         }
-        let cut = |s: &UnitShape| match self.choose {
-            Choose::RowsPerUnit => s.rows > l.max_rows_per_unit,
-            Choose::GroupsAndRows => s.groups > l.max_groups_per_unit || s.max_rows_in_group > l.max_rows_per_group,
-            Choose::Groups => s.groups > l.max_groups_per_unit,
-        };
-        let noise = Noise::laplace(1, self.epsilon_disclose).map_err(|_| QuantileError::ZeroEpsilon)?;
-        let people = (shapes.len() as i128 + noise.sample(rng)).max(0) as f64;
-        let people_cut = (shapes.iter().filter(|s| cut(s)).count() as i128 + noise.sample(rng)).max(0) as f64;
-        let share_cut = if people > 0.0 { (people_cut / people).clamp(0.0, 1.0) } else { 0.0 };
-        Ok((l, Disclosure { people, people_cut, share_cut, count_stddev: noise.stddev() }))
+        Ok(l)
     }
 
-    fn group_limit<R: RngCore + CryptoRng>(&self, hist: &dyn Fn(&dyn Fn(&UnitShape) -> u64, u64) -> Vec<u64>, rng: &mut R) -> Result<u64, QuantileError> {
-        match self.groups {
-            None => Ok(1),
-            Some(cap) => {
-                let bin = em_quantile_with_prior(rng, &hist(&|s| s.groups, cap.max(1)), LEVEL, self.epsilon_each, 1, PRIOR)?;
-                Ok(log2_bin_upper(bin).clamp(1, cap.max(1)))
-            }
-        }
+    /// The disclosure: the people in the query and those the limits cut
+    /// (exact counts from the bounded pass), each with Laplace noise of
+    /// sensitivity 1 at [`AutoBounds::epsilon_disclose`].
+    pub fn disclose<R: RngCore + CryptoRng>(&self, people: u64, cut: u64, rng: &mut R) -> Result<Disclosure, QuantileError> {
+        let noise = Noise::laplace(1, self.epsilon_disclose).map_err(|_| QuantileError::ZeroEpsilon)?;
+        let people = (people.min(i64::MAX as u64) as i128 + noise.sample(rng)).max(0) as f64;
+        let people_cut = (cut.min(i64::MAX as u64) as i128 + noise.sample(rng)).max(0) as f64;
+        let share_cut = if people > 0.0 { (people_cut / people).clamp(0.0, 1.0) } else { 0.0 };
+        Ok(Disclosure { people, people_cut, share_cut, count_stddev: noise.stddev() })
     }
+}
+
+/// The joint histogram of per-person sizes (for tests and the engine).
+pub fn shape_histogram(shapes: &[UnitShape]) -> Vec<((usize, usize, usize), u64)> {
+    let mut m: std::collections::BTreeMap<(usize, usize, usize), u64> = std::collections::BTreeMap::new();
+    for s in shapes {
+        *m.entry((log2_bin(s.rows), log2_bin(s.groups), log2_bin(s.max_rows_in_group))).or_default() += 1;
+    }
+    m.into_iter().collect()
 }
 
 impl Mechanism for AutoBounds {

@@ -43,13 +43,15 @@ fn the_row_limit_follows_the_target_and_the_cut_is_disclosed() {
     let mut sorted: Vec<u64> = shapes.iter().map(|s| s.rows).collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     let target = 50u64;
+    let hist = shape_histogram(&shapes);
     let a = AutoBounds::new("1".parse().unwrap(), Choose::RowsPerUnit, None, target);
     let runs = 60;
     let mut off_the_top = 0;
     for _ in 0..runs {
-        let (l, d) = a.choose(&shapes, fixed(), &mut r).unwrap();
+        let l = a.choose(&hist, fixed(), &mut r).unwrap();
         let c = l.max_rows_per_unit;
         let above = sorted.iter().filter(|&&x| x > c).count();
+        let d = a.disclose(shapes.len() as u64, above as u64, &mut r).unwrap();
         // the pick's rank error at ε = 0.4 is a few dozen people; the headroom bin halves what is cut
         assert!(above <= 400, "C = {c} cuts {above} people");
         // the data ends in bin 13 (≤ 16 383): the pick is bin 13 or above, plus the headroom
@@ -69,7 +71,7 @@ fn the_row_limit_follows_the_target_and_the_cut_is_disclosed() {
 fn group_limits_respect_the_domain_cap() {
     let shapes: Vec<UnitShape> = (0..5000u64).map(|i| UnitShape { rows: 100 + i % 100, groups: 1 + i % 24, max_rows_in_group: 10 + i % 20 }).collect();
     let a = AutoBounds::new("3".parse().unwrap(), Choose::GroupsAndRows, Some(24), 100);
-    let (l, _) = a.choose(&shapes, fixed(), &mut seeded_rng([4; 32])).unwrap();
+    let l = a.choose(&shape_histogram(&shapes), fixed(), &mut seeded_rng([4; 32])).unwrap();
     assert!(l.max_groups_per_unit <= 24);
     assert!((15..=63).contains(&l.max_rows_per_group), "{l:?}");
 }

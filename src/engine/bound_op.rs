@@ -1,0 +1,615 @@
+//! Rule: per-person bounding runs inside the engine, where the data is.
+//!
+//! The bounded plan aggregates each person's rows per group exactly (the
+//! partials), then groups the partials by person and applies
+//! [`crate::privacy::bounding::bound_unit`] to each person in the aggregate
+//! function `dpq_bound`, on every core (DataFusion hash-partitions by person)
+//! and on every Ballista executor. Its output — each person's bounded
+//! contributions, one struct per (group[, quantile bin]) plus one marker per
+//! person — is unnested and summed per group, so that only per-group
+//! statistics reach the driver, which adds the noise.
+//!
+//! * **Randomness.** Each person's draws come from a ChaCha20 stream keyed by
+//!   the query's bounding seed and selected by a hash of the person's identity
+//!   ([`unit_rng`]): a person's contribution never depends on other people's
+//!   rows, nor on how the data is partitioned.
+//! * **Checks.** Every person's contributions are checked against the family's
+//!   limits and the calibrated value ranges ([`bounding::check`]); one outside
+//!   them is a dpq bug and fails the query closed.
+//! * **Configuration.** Everything the function needs (family, limits, seed,
+//!   layout) travels as its last argument, a JSON literal, so that an executor
+//!   that knows the function by name can run it. The seed is the bounding seed,
+//!   derived one-way from the query's seed: it does not reveal the noise.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, ListBuilder, StructBuilder};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef, Fields, Int32Type, Int64Type};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{Result, ScalarValue, exec_err, internal_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+use serde::{Deserialize, Serialize};
+
+use crate::privacy::bounding::{self, Family, GroupPartial, ValueLimit, ValueStats};
+
+pub const BOUND_NAME: &str = "dpq_bound";
+pub const LOG2_NAME: &str = "dpq_log2_bin";
+
+/// What `dpq_bound` needs to know, passed as its last argument.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BoundConfig {
+    pub family: Family,
+    /// Hex of the 32-byte bounding seed.
+    pub seed: String,
+    pub tag: u64,
+    /// Number of key columns, and whether they are domain codes (Int32) with these radixes.
+    pub keys: usize,
+    pub radix: Option<Vec<u32>>,
+    /// Per value column: (has a sum, has squares).
+    pub values: Vec<(bool, bool)>,
+    /// A quantile plan: a bin column follows the keys.
+    pub quantile: bool,
+    /// The calibrated ranges of the value columns: (abs, squares).
+    pub limits: Vec<(String, Option<String>)>,
+}
+
+impl BoundConfig {
+    fn value_limits(&self) -> Result<Vec<ValueLimit>> {
+        self.limits
+            .iter()
+            .map(|(a, s)| {
+                let abs = a.parse::<u128>().map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+                let sq = s.as_ref().map(|s| s.parse::<u128>()).transpose().map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+                Ok(ValueLimit { abs, sq })
+            })
+            .collect()
+    }
+    fn seed(&self) -> Result<[u8; 32]> {
+        let v = hex::decode(&self.seed).map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+        v.try_into().map_err(|_| datafusion::error::DataFusionError::Internal("a bounding seed of the wrong length".into()))
+    }
+    /// Whether a person with these partials was cut by the limits.
+    fn cut(&self, partials: &[GroupPartial]) -> bool {
+        let s = bounding::unit_shape(partials);
+        match self.family {
+            Family::L1 { max_rows_per_unit } => s.rows > max_rows_per_unit,
+            Family::L0Linf { max_groups_per_unit, max_rows_per_group } => s.groups > max_groups_per_unit || s.max_rows_in_group > max_rows_per_group,
+        }
+    }
+}
+
+/// The bounding randomness of one person: a ChaCha20 stream keyed by the
+/// bounding seed and selected by a hash of the person's identity (and of which
+/// plan this is), so that one person's draws never depend on anyone else's rows.
+pub fn unit_rng(seed: &[u8; 32], plan_tag: u64, unit: &[u8]) -> rand_chacha::ChaCha20Rng {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(plan_tag.to_le_bytes());
+    h.update(unit);
+    let d = h.finalize();
+    let mut r = crate::privacy::samplers::seeded_rng(*seed);
+    r.set_stream(u64::from_le_bytes(d[..8].try_into().unwrap()));
+    r
+}
+
+/// The bounding seed of a query: one-way from its seed (which also keys the noise).
+pub fn bounding_seed(seed: &[u8; 32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"dpq bounding seed v1");
+    h.update(seed);
+    h.finalize().into()
+}
+
+/// The fields of one output item: the group's key bytes (NULL for the
+/// person's marker) and the encoded contribution ([`Contribution`]).
+pub fn item_fields() -> Fields {
+    Fields::from(vec![Field::new("g", DataType::Binary, true), Field::new("c", DataType::Binary, false)])
+}
+
+fn output_type() -> DataType {
+    DataType::List(Arc::new(Field::new_struct("item", item_fields(), true)))
+}
+
+/// One encoded contribution to a group (or a person's marker): what
+/// `dpq_total` sums per group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contribution {
+    pub rows: u64,
+    /// (person, group) pairs: 1 per contribution.
+    pub units: u64,
+    /// Markers: people, and people whose rows the limits cut.
+    pub people: u64,
+    pub cut: u64,
+    pub values: Vec<ValueStats>,
+    /// Quantile bins: (bin, count), ascending.
+    pub hist: Vec<(u32, u64)>,
+}
+
+impl Contribution {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40 + self.values.len() * 40 + self.hist.len() * 12);
+        for v in [self.rows, self.units, self.people, self.cut, self.values.len() as u64, self.hist.len() as u64] {
+            put_u64(&mut out, v);
+        }
+        for v in &self.values {
+            put_u64(&mut out, v.count);
+            out.extend_from_slice(&v.sum.to_le_bytes());
+            out.extend_from_slice(&v.sum_sq.to_le_bytes());
+        }
+        for &(b, n) in &self.hist {
+            out.extend_from_slice(&b.to_le_bytes());
+            put_u64(&mut out, n);
+        }
+        out
+    }
+
+    pub fn decode(mut b: &[u8]) -> Result<Contribution> {
+        let b = &mut b;
+        let mut u = || -> Result<u64> { Ok(u64::from_le_bytes(take::<8>(b)?)) };
+        let (rows, units, people, cut, nv, nh) = (u()?, u()?, u()?, u()?, u()?, u()?);
+        let mut c = Contribution { rows, units, people, cut, values: Vec::new(), hist: Vec::new() };
+        for _ in 0..nv {
+            let count = u64::from_le_bytes(take::<8>(b)?);
+            let sum = i128::from_le_bytes(take::<16>(b)?);
+            let sum_sq = i128::from_le_bytes(take::<16>(b)?);
+            c.values.push(ValueStats { count, sum, sum_sq });
+        }
+        for _ in 0..nh {
+            let bin = u32::from_le_bytes(take::<4>(b)?);
+            let n = u64::from_le_bytes(take::<8>(b)?);
+            c.hist.push((bin, n));
+        }
+        Ok(c)
+    }
+
+    /// Add `o` (checked: an overflow is a dpq bug, never wrapped).
+    pub fn add(&mut self, o: &Contribution) -> Result<()> {
+        let of = || datafusion::error::DataFusionError::Internal("dpq_total: a total overflowed".into());
+        self.rows = self.rows.checked_add(o.rows).ok_or_else(of)?;
+        self.units = self.units.checked_add(o.units).ok_or_else(of)?;
+        self.people = self.people.checked_add(o.people).ok_or_else(of)?;
+        self.cut = self.cut.checked_add(o.cut).ok_or_else(of)?;
+        if self.values.len() < o.values.len() {
+            self.values.resize(o.values.len(), ValueStats::default());
+        }
+        for (a, b) in self.values.iter_mut().zip(&o.values) {
+            a.count = a.count.checked_add(b.count).ok_or_else(of)?;
+            a.sum = a.sum.checked_add(b.sum).ok_or_else(of)?;
+            a.sum_sq = a.sum_sq.checked_add(b.sum_sq).ok_or_else(of)?;
+        }
+        if !o.hist.is_empty() {
+            let mut m: std::collections::BTreeMap<u32, u64> = self.hist.iter().copied().collect();
+            for &(b, n) in &o.hist {
+                let e = m.entry(b).or_default();
+                *e = e.checked_add(n).ok_or_else(of)?;
+            }
+            self.hist = m.into_iter().collect();
+        }
+        Ok(())
+    }
+}
+
+/// `dpq_bound(unit, keys…, [bin,] rows, (count, [sum,] [squares])…, config)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct BoundUdaf {
+    signature: Signature,
+}
+
+impl Default for BoundUdaf {
+    fn default() -> Self {
+        BoundUdaf { signature: Signature::variadic_any(Volatility::Immutable) }
+    }
+}
+
+pub fn bound_udaf() -> Arc<AggregateUDF> {
+    Arc::new(AggregateUDF::new_from_impl(BoundUdaf::default()))
+}
+
+/// The configuration from the function's last argument (a literal).
+fn config_of(exprs: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>]) -> Result<BoundConfig> {
+    let Some(last) = exprs.last() else { return internal_err!("dpq_bound without arguments") };
+    let Some(lit) = last.downcast_ref::<Literal>() else { return internal_err!("dpq_bound's configuration is not a literal") };
+    match lit.value() {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
+            serde_json::from_str(s.as_str()).map_err(|e| datafusion::error::DataFusionError::Internal(format!("dpq_bound's configuration: {e}")))
+        }
+        _ => internal_err!("dpq_bound's configuration is not text"),
+    }
+}
+
+impl AggregateUDFImpl for BoundUdaf {
+    fn name(&self) -> &str {
+        BOUND_NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(output_type())
+    }
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let cfg = config_of(args.exprs)?;
+        let n_args = args.exprs.len();
+        let unit_type = args.expr_fields[0].data_type().clone();
+        let key_types: Vec<DataType> = args.expr_fields[1..1 + cfg.keys].iter().map(|f| f.data_type().clone()).collect();
+        let unit_conv = RowConverter::new(vec![SortField::new(unit_type)])?;
+        let key_conv = if cfg.radix.is_none() && cfg.keys > 0 { Some(RowConverter::new(key_types.into_iter().map(SortField::new).collect())?) } else { None };
+        Ok(Box::new(BoundAccumulator { limits: cfg.value_limits()?, seed: cfg.seed()?, cfg, n_args, unit_conv, key_conv, unit: None, items: Vec::new() }))
+    }
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(format!("{}[state]", args.name), DataType::Binary, true))])
+    }
+    fn is_nullable(&self) -> bool {
+        true
+    }
+}
+
+/// One partial row of a person: (group key bytes, rows, bin, values).
+#[derive(Debug, Clone)]
+struct Item {
+    g: Vec<u8>,
+    rows: u64,
+    bin: Option<u32>,
+    values: Vec<ValueStats>,
+}
+
+#[derive(Debug)]
+struct BoundAccumulator {
+    cfg: BoundConfig,
+    limits: Vec<ValueLimit>,
+    seed: [u8; 32],
+    n_args: usize,
+    unit_conv: RowConverter,
+    key_conv: Option<RowConverter>,
+    /// The person's identity (row-encoded unit value).
+    unit: Option<Vec<u8>>,
+    items: Vec<Item>,
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N]> {
+    if b.len() < N {
+        return internal_err!("dpq_bound: a truncated state");
+    }
+    let (h, t) = b.split_at(N);
+    *b = t;
+    Ok(h.try_into().unwrap())
+}
+
+impl BoundAccumulator {
+    fn group_key(&self, key_cols: &[ArrayRef], i: usize) -> Result<Option<Vec<u8>>> {
+        if self.cfg.keys == 0 {
+            return Ok(Some(vec![]));
+        }
+        if let Some(radix) = &self.cfg.radix {
+            let mut id: u32 = 0;
+            for (c, &r) in key_cols.iter().zip(radix) {
+                let codes = c.as_primitive::<Int32Type>();
+                if codes.is_null(i) {
+                    return Ok(None);
+                }
+                let v = codes.value(i);
+                if v < 0 || v as u32 >= r {
+                    return Ok(None);
+                }
+                id = id * r + v as u32;
+            }
+            return Ok(Some(id.to_be_bytes().to_vec()));
+        }
+        let conv = self.key_conv.as_ref().expect("a key converter for uncoded keys");
+        let cols: Vec<ArrayRef> = key_cols.iter().map(|c| c.slice(i, 1)).collect();
+        let rows = conv.convert_columns(&cols)?;
+        Ok(Some(rows.row(0).as_ref().to_vec()))
+    }
+
+    fn encode_state(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let unit = self.unit.clone().unwrap_or_default();
+        put_u64(&mut out, unit.len() as u64);
+        out.extend_from_slice(&unit);
+        put_u64(&mut out, self.items.len() as u64);
+        for it in &self.items {
+            put_u64(&mut out, it.g.len() as u64);
+            out.extend_from_slice(&it.g);
+            put_u64(&mut out, it.rows);
+            put_u64(&mut out, it.bin.map(|b| b as u64 + 1).unwrap_or(0));
+            for v in &it.values {
+                put_u64(&mut out, v.count);
+                out.extend_from_slice(&v.sum.to_le_bytes());
+                out.extend_from_slice(&v.sum_sq.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode_state(&mut self, mut b: &[u8]) -> Result<()> {
+        let b = &mut b;
+        let n = u64::from_le_bytes(take::<8>(b)?) as usize;
+        if b.len() < n {
+            return internal_err!("dpq_bound: a truncated state");
+        }
+        let (u, rest) = b.split_at(n);
+        if n > 0 {
+            self.unit = Some(u.to_vec());
+        }
+        *b = rest;
+        let items = u64::from_le_bytes(take::<8>(b)?) as usize;
+        for _ in 0..items {
+            let gl = u64::from_le_bytes(take::<8>(b)?) as usize;
+            if b.len() < gl {
+                return internal_err!("dpq_bound: a truncated state");
+            }
+            let (g, rest) = b.split_at(gl);
+            let g = g.to_vec();
+            *b = rest;
+            let rows = u64::from_le_bytes(take::<8>(b)?);
+            let bin = u64::from_le_bytes(take::<8>(b)?);
+            let mut values = Vec::with_capacity(self.cfg.values.len());
+            for _ in 0..self.cfg.values.len() {
+                let count = u64::from_le_bytes(take::<8>(b)?);
+                let sum = i128::from_le_bytes(take::<16>(b)?);
+                let sum_sq = i128::from_le_bytes(take::<16>(b)?);
+                values.push(ValueStats { count, sum, sum_sq });
+            }
+            self.items.push(Item { g, rows, bin: if bin == 0 { None } else { Some((bin - 1) as u32) }, values });
+        }
+        Ok(())
+    }
+
+    /// The person's partials merged per group, in key order.
+    fn partials(&self) -> (Vec<Vec<u8>>, Vec<GroupPartial>) {
+        let mut items = self.items.clone();
+        items.sort_by(|a, b| a.g.cmp(&b.g));
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut out: Vec<GroupPartial> = Vec::new();
+        for it in items {
+            if keys.last() != Some(&it.g) {
+                keys.push(it.g.clone());
+                out.push(GroupPartial { group: (keys.len() - 1) as u32, rows: 0, values: vec![ValueStats::default(); self.cfg.values.len()], bins: vec![] });
+            }
+            let p = out.last_mut().unwrap();
+            p.rows += it.rows;
+            if let Some(bin) = it.bin {
+                p.bins.push((bin, it.rows));
+            }
+            for (a, b) in p.values.iter_mut().zip(&it.values) {
+                a.count += b.count;
+                a.sum += b.sum;
+                a.sum_sq += b.sum_sq;
+            }
+        }
+        for p in out.iter_mut() {
+            p.bins.sort_unstable();
+        }
+        (keys, out)
+    }
+}
+
+impl Accumulator for BoundAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        if values.len() != self.n_args {
+            return internal_err!("dpq_bound: {} arguments, expected {}", values.len(), self.n_args);
+        }
+        let n = values[0].len();
+        if n == 0 {
+            return Ok(());
+        }
+        if self.unit.is_none() {
+            let rows = self.unit_conv.convert_columns(&[values[0].slice(0, 1)])?;
+            self.unit = Some(rows.row(0).as_ref().to_vec());
+        }
+        let key_cols = &values[1..1 + self.cfg.keys];
+        let mut c = 1 + self.cfg.keys;
+        let bins: Option<&Int64Array> = if self.cfg.quantile {
+            c += 1;
+            Some(values[c - 1].as_primitive::<Int64Type>())
+        } else {
+            None
+        };
+        let rows_col = values[c].as_primitive::<Int64Type>();
+        c += 1;
+        let mut cols = Vec::new();
+        for &(sum, sq) in &self.cfg.values {
+            let cnt = values[c].as_primitive::<Int64Type>().clone();
+            c += 1;
+            let s = if sum {
+                c += 1;
+                Some(values[c - 1].as_primitive::<Decimal128Type>().clone())
+            } else {
+                None
+            };
+            let q = if sq {
+                c += 1;
+                Some(values[c - 1].as_primitive::<Decimal128Type>().clone())
+            } else {
+                None
+            };
+            cols.push((cnt, s, q));
+        }
+        for i in 0..n {
+            let Some(g) = self.group_key(key_cols, i)? else { continue };
+            let bin = match bins {
+                Some(b) if b.is_null(i) => continue,
+                Some(b) => Some(b.value(i) as u32),
+                None => None,
+            };
+            let vals = cols
+                .iter()
+                .map(|(cnt, s, q)| ValueStats {
+                    count: if cnt.is_null(i) { 0 } else { cnt.value(i) as u64 },
+                    sum: s.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i)).unwrap_or(0),
+                    sum_sq: q.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i)).unwrap_or(0),
+                })
+                .collect();
+            self.items.push(Item { g, rows: if rows_col.is_null(i) { 0 } else { rows_col.value(i) as u64 }, bin, values: vals });
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let unit = self.unit.clone().unwrap_or_default();
+        let (keys, partials) = self.partials();
+        let mut rng = unit_rng(&self.seed, self.cfg.tag, &unit);
+        let contributions = bounding::bound_unit(&mut rng, &partials, self.cfg.family);
+        if let Err(e) = bounding::check(&contributions, self.cfg.family, &self.limits) {
+            // a contribution outside the calibrated range is a dpq bug: fail closed
+            return exec_err!("dpq internal error: {e}");
+        }
+        let cut = self.cfg.cut(&partials) as u64;
+        let fields = item_fields();
+        let mut list =
+            ListBuilder::new(StructBuilder::from_fields(fields.clone(), contributions.len() + 1)).with_field(Arc::new(Field::new_struct("item", fields, true)));
+        let push = |sb: &mut StructBuilder, g: Option<&[u8]>, c: &Contribution| {
+            match g {
+                Some(g) => sb.field_builder::<BinaryBuilder>(0).unwrap().append_value(g),
+                None => sb.field_builder::<BinaryBuilder>(0).unwrap().append_null(),
+            }
+            sb.field_builder::<BinaryBuilder>(1).unwrap().append_value(c.encode());
+            sb.append(true);
+        };
+        {
+            let sb = list.values();
+            for c in &contributions {
+                let item = Contribution { rows: c.rows, units: 1, people: 0, cut: 0, values: c.values.clone(), hist: c.bins.clone() };
+                push(sb, Some(&keys[c.group as usize]), &item);
+            }
+            // the person's marker: for the people count and the disclosure of what was cut
+            if self.unit.is_some() {
+                push(sb, None, &Contribution { people: 1, cut, ..Default::default() });
+            }
+        }
+        list.append(true);
+        let arr: ArrayRef = Arc::new(list.finish());
+        ScalarValue::try_from_array(&arr, 0)
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.items.iter().map(|i| i.g.len() + 24 + i.values.len() * 40).sum::<usize>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(Some(self.encode_state()))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let b = states[0].as_binary::<i32>();
+        for i in 0..b.len() {
+            if b.is_valid(i) {
+                self.decode_state(b.value(i))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `dpq_total(c)`: the sum of encoded contributions (see [`Contribution`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TotalUdaf {
+    signature: Signature,
+}
+
+impl Default for TotalUdaf {
+    fn default() -> Self {
+        TotalUdaf { signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable) }
+    }
+}
+
+pub const TOTAL_NAME: &str = "dpq_total";
+
+pub fn total_udaf() -> Arc<AggregateUDF> {
+    Arc::new(AggregateUDF::new_from_impl(TotalUdaf::default()))
+}
+
+impl AggregateUDFImpl for TotalUdaf {
+    fn name(&self) -> &str {
+        TOTAL_NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(TotalAccumulator(Contribution::default())))
+    }
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(format!("{}[total]", args.name), DataType::Binary, true))])
+    }
+}
+
+#[derive(Debug)]
+struct TotalAccumulator(Contribution);
+
+impl TotalAccumulator {
+    fn add_all(&mut self, a: &ArrayRef) -> Result<()> {
+        let b = a.as_binary::<i32>();
+        for i in 0..b.len() {
+            if b.is_valid(i) {
+                self.0.add(&Contribution::decode(b.value(i))?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Accumulator for TotalAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.add_all(&values[0])
+    }
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Binary(Some(self.0.encode())))
+    }
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.0.values.len() * 40 + self.0.hist.len() * 16
+    }
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(Some(self.0.encode()))])
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.add_all(&states[0])
+    }
+}
+
+/// `dpq_log2_bin(x)`: the log₂ bin of a non-negative count, exactly as
+/// [`bounding::log2_bin`] (a float log₂ rounds up just below powers of two).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Log2Bin {
+    signature: Signature,
+}
+
+impl Default for Log2Bin {
+    fn default() -> Self {
+        Log2Bin { signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable) }
+    }
+}
+
+pub fn log2_bin_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(Log2Bin::default()))
+}
+
+impl ScalarUDFImpl for Log2Bin {
+    fn name(&self) -> &str {
+        LOG2_NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arr = args.args[0].clone().into_array(args.number_rows)?;
+        let x = arr.as_primitive::<Int64Type>();
+        let out: Int64Array = x.iter().map(|v| v.map(|v| bounding::log2_bin(v.max(0) as u64) as i64)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
