@@ -25,6 +25,23 @@
 // DataFusion's types make some signatures long; aliases would hide what they are
 #![allow(clippy::type_complexity)]
 
+/// Ballista processes that can run dpq's bounded plans (cargo feature `ballista`):
+/// `dpq cluster scheduler` and `dpq cluster executor` call these.
+#[cfg(feature = "ballista")]
+pub mod cluster {
+    pub use crate::engine::cluster::{ExecutorOptions, SchedulerOptions};
+
+    /// Run a Ballista scheduler with dpq's functions registered, until the process stops.
+    pub async fn run_scheduler(opts: SchedulerOptions) -> Result<(), crate::Error> {
+        Ok(crate::engine::cluster::run_scheduler(opts).await?)
+    }
+
+    /// Run a Ballista executor with dpq's functions registered, until the process
+    /// stops or the scheduler stops it.
+    pub async fn run_executor(opts: ExecutorOptions) -> Result<(), crate::Error> {
+        Ok(crate::engine::cluster::run_executor(opts).await?)
+    }
+}
 pub mod config;
 pub mod dataset;
 pub(crate) mod engine;

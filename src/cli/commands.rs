@@ -188,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Cluster { role } => cluster(role),
         Command::Report { spec, out, plan, fresh } => {
             let spec = dpq::session::Spec::load(&spec)?;
             runtime()?.block_on(async {
@@ -394,6 +395,47 @@ fn budget_set(
         st.entries
     );
     Ok(())
+}
+
+/// `dpq cluster scheduler|executor`: runs until stopped.
+#[cfg(feature = "ballista")]
+fn cluster(role: super::ClusterRole) -> Result<()> {
+    use super::ClusterRole;
+    use dpq::cluster::{ExecutorOptions, SchedulerOptions};
+    match role {
+        ClusterRole::Scheduler { bind, external_host } => {
+            eprintln!("dpq cluster scheduler: listening on {bind} (ready when GET http://{bind}/readyz answers 200)");
+            runtime()?.block_on(dpq::cluster::run_scheduler(SchedulerOptions { bind, external_host }))?;
+        }
+        ClusterRole::Executor { scheduler, bind_host, external_host, flight_port, grpc_port, cores, work_dir, memory_limit } => {
+            let (host, port) = scheduler
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| UsageError(format!("--scheduler {scheduler}: write HOST:PORT, e.g. --scheduler 127.0.0.1:50050")))?;
+            let memory_limit = match memory_limit {
+                Some(m) => Some(dpq::config::parse_bytes(&m).map_err(|e| UsageError(format!("--memory-limit {m}: {e}; write a size such as 4GiB")))?),
+                None => None,
+            };
+            let opts = ExecutorOptions {
+                scheduler: (host, port),
+                bind_host,
+                external_host,
+                flight_port,
+                grpc_port,
+                cores,
+                work_dir: work_dir.map(|d| d.to_string_lossy().into_owned()),
+                memory_limit,
+            };
+            eprintln!("dpq cluster executor: joining the scheduler at {scheduler} (flight port {flight_port}, gRPC port {grpc_port})");
+            runtime()?.block_on(dpq::cluster::run_executor(opts))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "ballista"))]
+fn cluster(_role: super::ClusterRole) -> Result<()> {
+    Err(UsageError("dpq cluster: this build has no Ballista support\n  hint: build with `cargo build --release --features ballista`".into()).into())
 }
 
 /// The session for a query or explain: the analyst, memory limit and engine of the flags.

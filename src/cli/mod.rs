@@ -188,6 +188,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Run a Ballista scheduler or executor that can execute dpq's bounded plans
+    /// (a build with `--features ballista`).
+    ///
+    /// Example, on one machine:
+    ///   dpq cluster scheduler --bind 127.0.0.1:50050 &
+    ///   dpq cluster executor --scheduler 127.0.0.1:50050 --flight-port 50051 --grpc-port 50052 &
+    ///   dpq --data mydata query --engine df://127.0.0.1:50050 "SELECT COUNT(*) FROM messages"
+    #[command(verbatim_doc_comment)]
+    Cluster {
+        #[command(subcommand)]
+        role: ClusterRole,
+    },
     /// Check an exported public statement, without the data.
     VerifyStatement {
         /// The directory `dpq budget --export` wrote.
@@ -196,6 +208,48 @@ pub enum Command {
         /// A published head (ENTRIES:HASH) the statement must contain.
         #[arg(long, value_name = "ENTRIES:HASH")]
         anchor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterRole {
+    /// A scheduler: accepts plans from dpq and hands their tasks to executors.
+    Scheduler {
+        /// Address to listen on (`0.0.0.0:50050` for every interface).
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        bind: std::net::SocketAddr,
+        /// Host name executors and dpq use to reach this scheduler (default: the --bind host).
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+    },
+    /// An executor: runs tasks (scans, per-person bounding, per-group totals).
+    /// Executors read the dataset's Parquet parts by path: mount the dataset
+    /// directory at the same path on every executor and on the dpq host.
+    Executor {
+        /// The scheduler to join.
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        scheduler: String,
+        /// Host to bind.
+        #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
+        bind_host: String,
+        /// Host name others use to reach this executor (default: the --bind-host).
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Port for Arrow Flight (shuffle data and results).
+        #[arg(long, default_value_t = 50051, value_name = "PORT")]
+        flight_port: u16,
+        /// Port for the executor's gRPC service.
+        #[arg(long, default_value_t = 50052, value_name = "PORT")]
+        grpc_port: u16,
+        /// Tasks to run at once (default: the number of cores).
+        #[arg(long, value_name = "N")]
+        cores: Option<usize>,
+        /// Directory for shuffle files (default: a temporary directory).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Memory for query execution, e.g. 4GiB (default: a fraction of the machine's).
+        #[arg(long, value_name = "SIZE")]
+        memory_limit: Option<String>,
     },
 }
 

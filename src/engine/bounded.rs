@@ -400,7 +400,16 @@ pub async fn execute_bounded(sessions: &Sessions, plan: &BoundedPlan) -> Result<
         super::session::Backend::Ballista(_) => unguard_scans(sessions, &plan.plan)?,
     };
     let df = ctx.execute_logical_plan(logical).await.map_err(|e| remote_error(sessions, e))?;
-    df.execute_stream().await.map_err(|e| remote_error(sessions, e))
+    let stream = df.execute_stream().await.map_err(|e| remote_error(sessions, e))?;
+    // count what reaches the driver (the cluster test: O(groups), not O(people × groups))
+    let received = sessions.driver_rows.clone();
+    let schema = stream.schema();
+    let counted = stream.inspect(move |b| {
+        if let Ok(b) = b {
+            received.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    Ok(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, counted)))
 }
 
 /// An execution error after the charge. Nothing of its text is shown: a message
@@ -592,10 +601,6 @@ async fn for_each_unit(
     Ok(())
 }
 
-/// Rows the driver has received from bounded plans (for the cluster test: it
-/// must be O(groups), not O(people × groups)).
-pub static DRIVER_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// The joint histogram of per-person sizes for auto-bounds: ((log₂ bin of rows,
 /// of groups, of the largest group), people), computed in the engine — the
 /// driver receives at most one row per occupied cell.
@@ -617,7 +622,6 @@ pub async fn shape_histogram(sessions: &Sessions, plan: &BoundedPlan) -> Result<
     let mut out = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| stream_error(sessions, e))?;
-        DRIVER_ROWS.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
         let c = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
         let (rb, gb, mb, n) = (c(0), c(1), c(2), c(3));
         for i in 0..batch.num_rows() {
@@ -717,7 +721,6 @@ pub async fn bounded_totals(
     let mut people = PeopleCut::default();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| stream_error(sessions, e))?;
-        DRIVER_ROWS.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
         let g = batch.column(0).as_binary::<i32>();
         let t = batch.column(1).as_binary::<i32>();
         for i in 0..batch.num_rows() {

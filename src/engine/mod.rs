@@ -8,6 +8,8 @@
 pub mod analyze;
 pub mod bound_op;
 pub mod bounded;
+#[cfg(feature = "ballista")]
+pub mod cluster;
 pub mod error;
 pub mod explain;
 pub mod guard;

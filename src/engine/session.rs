@@ -47,6 +47,9 @@ pub struct Sessions {
     pub config: Config,
     memory_limit: Option<u64>,
     pub backend: Backend,
+    /// Rows bounded plans have returned to this process (every pass): with
+    /// bounding in the engine, about one per group, whatever the number of people.
+    pub driver_rows: Arc<std::sync::atomic::AtomicU64>,
     /// Partitions per query (default: the number of cores).
     pub partitions: Option<usize>,
 }
@@ -131,7 +134,7 @@ impl Sessions {
             let table = ListingTable::try_new(cfg).map_err(super::error::sql)?;
             tables.insert(name.clone(), TableInfo { manifest, providers: Arc::new(table) });
         }
-        Ok(Sessions { tables, config: config.clone(), memory_limit, backend: Backend::Local, partitions: None })
+        Ok(Sessions { tables, config: config.clone(), memory_limit, backend: Backend::Local, partitions: None, driver_rows: Default::default() })
     }
 
     fn context(&self, token: bool) -> Result<SessionContext> {

@@ -246,42 +246,141 @@ fn partition_selection_releases_only_popular_keys() {
     });
 }
 
-/// The pre-noise bounded aggregates computed on a Ballista cluster (standalone:
-/// an in-process scheduler and executor) equal the local engine's, and so do the
-/// released answers drawn with the same seed.
+/// The pre-noise bounded aggregates computed on a Ballista cluster equal the
+/// local engine's, and so do the released answers drawn with the same seed.
+/// Returns the rows the cluster sent back to this process for each query's
+/// release (every pass) and the number of groups it had before selection.
+#[cfg(feature = "ballista")]
+async fn backend_matches_local(backend: session::Backend) -> Vec<(String, u64, usize)> {
+    let ds = Dataset::open(fixture()).unwrap();
+    let local = Engine::open(&ds, None).await.unwrap();
+    let remote = Engine::open_on(&ds, None, backend).await.unwrap();
+    let p = params(&ds, "1");
+    let mut received = Vec::new();
+    for sql in [
+        "SELECT chat_kind, COUNT(*) AS n, SUM(length) AS s, AVG(length) AS a FROM messages GROUP BY chat_kind",
+        "SELECT u.age_group, date_part('hour', m.ts) AS h, COUNT(*) AS n FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group, h",
+        "SELECT age_group, MEDIAN(c) AS med FROM (SELECT m.user_id, u.age_group, clamp(COUNT(*), 0, 500) AS c FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
+        "SELECT VARIANCE(length) AS v, COUNT(DISTINCT user_id) AS people FROM messages",
+    ] {
+        let (q, cal) = prepared(&local, sql, &p).await;
+        async fn totals(e: &Engine, q: &DpQuery, cal: &Calibration) -> Vec<(String, u64, u64, Vec<(u64, i128)>)> {
+            let mut groups = bounded::Groups::new(q).unwrap();
+            let stats = bounded::stats_plan(q, cal).unwrap();
+            let (t, _) = bounded::bounded_totals(&e.sessions, &stats, &mut groups, cal, 0, &[4; 32], 1).await.unwrap();
+            let mut v: Vec<(String, u64, u64, Vec<(u64, i128)>)> = t
+                .iter()
+                .map(|(id, g)| (format!("{:?}", groups.keys[*id as usize]), g.rows, g.units, g.values.iter().map(|x| (x.count, x.sum)).collect()))
+                .collect();
+            v.sort();
+            v
+        }
+        let (lt, rt) = (totals(&local, &q, &cal).await, totals(&remote, &q, &cal).await);
+        assert!(!lt.is_empty(), "{sql}: no groups");
+        assert_eq!(lt, rt, "{sql}");
+        let a = local.compute(&q, &cal, [5; 32]).await.unwrap();
+        let before = remote.sessions.driver_rows.load(std::sync::atomic::Ordering::Relaxed);
+        let b = remote.compute(&q, &cal, [5; 32]).await.unwrap();
+        let rows = remote.sessions.driver_rows.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(a.rows, b.rows, "{sql}");
+        received.push((sql.to_string(), rows, lt.len()));
+    }
+    received
+}
+
+/// On a standalone cluster (an in-process scheduler and executor).
 #[cfg(feature = "ballista")]
 #[test]
 fn ballista_matches_local() {
-    rt().block_on(async {
-        let ds = Dataset::open(fixture()).unwrap();
-        let local = Engine::open(&ds, None).await.unwrap();
-        let remote = Engine::open_on(&ds, None, session::Backend::Ballista("standalone".into())).await.unwrap();
-        let p = params(&ds, "1");
-        for sql in [
-            "SELECT chat_kind, COUNT(*) AS n, SUM(length) AS s, AVG(length) AS a FROM messages GROUP BY chat_kind",
-            "SELECT u.age_group, date_part('hour', m.ts) AS h, COUNT(*) AS n FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group, h",
-            "SELECT age_group, MEDIAN(c) AS med FROM (SELECT m.user_id, u.age_group, clamp(COUNT(*), 0, 500) AS c FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
-        ] {
-            let (q, cal) = prepared(&local, sql, &p).await;
-            async fn totals(e: &Engine, q: &DpQuery, cal: &Calibration) -> Vec<(String, u64, u64, Vec<(u64, i128)>)> {
-                let mut groups = bounded::Groups::new(q).unwrap();
-                let stats = bounded::stats_plan(q, cal).unwrap();
-                let (t, _) = bounded::bounded_totals(&e.sessions, &stats, &mut groups, cal, 0, &[4; 32], 1).await.unwrap();
-                let mut v: Vec<(String, u64, u64, Vec<(u64, i128)>)> = t
-                    .iter()
-                    .map(|(id, g)| (format!("{:?}", groups.keys[*id as usize]), g.rows, g.units, g.values.iter().map(|x| (x.count, x.sum)).collect()))
-                    .collect();
-                v.sort();
-                v
-            }
-            let (lt, rt) = (totals(&local, &q, &cal).await, totals(&remote, &q, &cal).await);
-            assert!(!lt.is_empty(), "{sql}: no groups");
-            assert_eq!(lt, rt, "{sql}");
-            let a = local.compute(&q, &cal, [5; 32]).await.unwrap();
-            let b = remote.compute(&q, &cal, [5; 32]).await.unwrap();
-            assert_eq!(a.rows, b.rows, "{sql}");
+    rt().block_on(backend_matches_local(session::Backend::Ballista("standalone".into())));
+}
+
+/// Child processes killed when the test ends, however it ends.
+#[cfg(feature = "ballista")]
+struct Children(Vec<std::process::Child>);
+
+#[cfg(feature = "ballista")]
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-    });
+    }
+}
+
+#[cfg(feature = "ballista")]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET a path from a local HTTP server (the scheduler's /readyz): (status, body).
+#[cfg(feature = "ballista")]
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+/// A real cluster: one scheduler and two executors, each a separate
+/// `dpq cluster …` process on localhost (not standalone). The releases equal
+/// the local engine's for the same seed, and the driver receives at most two
+/// rows per group, every pass included (bounding, per-group totals and
+/// quantile histograms ran on the executors; before, it received a row per
+/// person and group).
+///
+/// Needs the binary built with the feature: `cargo build --features ballista
+/// --bin dpq` (CI does).
+#[cfg(feature = "ballista")]
+#[test]
+fn ballista_cluster_of_processes_matches_local() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("dpq");
+    assert!(bin.exists(), "{} is missing: build it first with `cargo build --features ballista --bin dpq`", bin.display());
+    let sp = free_port();
+    let mut children = Children(Vec::new());
+    let quiet = || std::process::Stdio::null();
+    children.0.push(
+        std::process::Command::new(&bin).args(["cluster", "scheduler", "--bind", &format!("127.0.0.1:{sp}")]).stdout(quiet()).stderr(quiet()).spawn().unwrap(),
+    );
+    for _ in 0..2 {
+        let (fp, gp) = (free_port(), free_port());
+        children.0.push(
+            std::process::Command::new(&bin)
+                .args(["cluster", "executor", "--scheduler", &format!("127.0.0.1:{sp}")])
+                .args(["--flight-port", &fp.to_string(), "--grpc-port", &gp.to_string(), "--cores", "1"])
+                .stdout(quiet())
+                .stderr(quiet())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // ready when both executors have registered
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some((200, body)) = http_get(sp, "/readyz")
+            && body.contains("2 executors")
+        {
+            break;
+        }
+        for c in &mut children.0 {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("a cluster process exited early: {status}");
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the cluster did not become ready: {:?}", http_get(sp, "/readyz"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let received = rt().block_on(backend_matches_local(session::Backend::Ballista(format!("df://127.0.0.1:{sp}"))));
+    for (sql, rows, groups) in received {
+        eprintln!("{rows} rows received for {groups} groups: {sql}");
+        assert!(rows <= 2 * groups as u64, "{sql}: the driver received {rows} rows for {groups} groups");
+    }
 }
 
 // ---- end-to-end neighbour audits -------------------------------------------------

@@ -115,6 +115,14 @@ fn usage_errors_exit_2() {
     assert_eq!(run(&data, &["frobnicate"]).code, 2);
     let r = run(&data, &["query", "SELECT COUNT(*) FROM messages", "--confidence", "1.5"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
+    // a build without the Ballista feature says how to get one
+    if !cfg!(feature = "ballista") {
+        let r = run(&data, &["cluster", "scheduler"]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("--features ballista"), "{}", r.stderr);
+    }
+    let r = run(&data, &["cluster", "executor", "--scheduler", "nohost"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
 /// Issue 15's acceptance test: on data shaped like the demo's (20 000 people,
