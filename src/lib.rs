@@ -45,6 +45,9 @@ pub mod cluster {
 pub mod config;
 pub mod dataset;
 pub(crate) mod engine;
+/// `dpq serve`: the PostgreSQL-wire gateway (cargo feature `gateway`, on by default).
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod generate;
 pub mod ingest;
 pub mod ledger;

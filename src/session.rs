@@ -509,6 +509,20 @@ impl Session {
         Ok(Answer::from_result(r))
     }
 
+    /// The Arrow schema `sql`'s answer will have (the [`Answer::batch`] columns,
+    /// intervals included), without running it: spends nothing, reads no
+    /// private rows. A query that would be refused is refused here.
+    pub async fn describe(&self, sql: &str, options: &QueryOptions) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        let params = options.params(&self.ds)?;
+        let engine = self.engine().await;
+        let schema = match engine.prepare(sql, &params).await? {
+            Prepared::Public { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
+            Prepared::Dp { query, .. } => crate::engine::release::output_schema(&query)?,
+        };
+        let empty = RecordBatch::new_empty(schema);
+        Ok(record_batch(&crate::engine::release::to_result(&[empty], 0.95)).schema())
+    }
+
     /// See the data as it is now (after the data owner ingested more).
     pub async fn reload(&self) -> Result<()> {
         let engine = Session::engine_for(&self.ds, &self.options).await?;

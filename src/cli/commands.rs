@@ -189,6 +189,10 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         Command::Cluster { role } => cluster(role),
+        Command::Serve { listen, tls_cert, tls_key, max_connections, statement_timeout, engine } => {
+            serve(&data, listen, tls_cert.zip(tls_key), max_connections, statement_timeout, &engine)
+        }
+        Command::Analyst { action } => analyst_command(&data, action),
         Command::Report { spec, out, plan, fresh } => {
             let spec = dpq::session::Spec::load(&spec)?;
             runtime()?.block_on(async {
@@ -397,6 +401,197 @@ fn budget_set(
     Ok(())
 }
 
+/// "300s", "5min", "2h", "1500ms", "0" (none).
+fn parse_duration(s: &str) -> Option<Option<std::time::Duration>> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len()));
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "min" | "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(if secs == 0.0 { None } else { Some(std::time::Duration::from_secs_f64(secs)) })
+}
+
+/// `dpq serve`: until Ctrl-C or SIGTERM, then a graceful shutdown.
+#[cfg(feature = "gateway")]
+fn serve(
+    data: &Path,
+    listen: std::net::SocketAddr,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    max_connections: Option<usize>,
+    statement_timeout: Option<String>,
+    engine: &str,
+) -> Result<()> {
+    use dpq::gateway::{ServeOptions, TlsFiles};
+    let ds = Dataset::open(data)?;
+    let g = &ds.config.gateway;
+    let timeout_text = statement_timeout.or_else(|| g.statement_timeout.clone());
+    let statement_timeout = match timeout_text {
+        Some(t) => parse_duration(&t).ok_or_else(|| UsageError(format!("statement timeout {t:?}: write a duration such as 300s, 5min or 0 (none)")))?,
+        None => ServeOptions::default().statement_timeout,
+    };
+    let max_connections = max_connections.or(g.max_connections).unwrap_or(ServeOptions::default().max_connections);
+    if max_connections == 0 {
+        return Err(UsageError("--max-connections must be at least 1".into()).into());
+    }
+    let backend = backend_of(engine)?;
+    let opts = ServeOptions { listen, tls: tls.map(|(cert, key)| TlsFiles { cert, key }), max_connections, statement_timeout, backend, ..Default::default() };
+    let tls_on = opts.tls.is_some();
+    runtime()?.block_on(async move {
+        let server = dpq::gateway::start(data, opts).await?;
+        let addr = server.local_addr;
+        eprintln!(
+            "dpq serve: listening on {addr}{} for analysts of {}\n  connect: psql \"host={} port={} user=NAME dbname=dpq{}\"\n  stop with Ctrl-C (running statements finish first)",
+            if tls_on { " (TLS)" } else { "" },
+            data.display(),
+            addr.ip(),
+            addr.port(),
+            if tls_on { " sslmode=require" } else { "" }
+        );
+        let stop = async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r,
+                    _ = term.recv() => Ok(()),
+                }
+            }
+            #[cfg(not(unix))]
+            tokio::signal::ctrl_c().await
+        };
+        stop.await?;
+        eprintln!("dpq serve: shutting down (letting running statements finish)");
+        server.shutdown().await?;
+        eprintln!("dpq serve: stopped");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+#[cfg(not(feature = "gateway"))]
+fn serve(_: &Path, _: std::net::SocketAddr, _: Option<(std::path::PathBuf, std::path::PathBuf)>, _: Option<usize>, _: Option<String>, _: &str) -> Result<()> {
+    Err(UsageError("dpq serve: this build has no gateway\n  hint: build with the default features (`cargo build --release`)".into()).into())
+}
+
+/// The password for `dpq analyst add`: asked twice at a terminal, else the
+/// first line of stdin.
+#[cfg(feature = "gateway")]
+fn read_password(name: &str) -> Result<String> {
+    use std::io::IsTerminal;
+    let pw = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password(format!("password for {name}: "))?;
+        let b = rpassword::prompt_password("again: ")?;
+        if a != b {
+            return Err(UsageError("the two passwords differ; nothing was changed".into()).into());
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if pw.chars().count() < 8 {
+        return Err(UsageError("the password must have at least 8 characters; nothing was changed".into()).into());
+    }
+    Ok(pw)
+}
+
+#[cfg(feature = "gateway")]
+fn analyst_command(data: &Path, action: super::AnalystAction) -> Result<()> {
+    use super::AnalystAction;
+    use dpq::config::analysts::Analysts;
+    let ds = Dataset::open(data)?;
+    match action {
+        AnalystAction::Add { name, quota_epsilon, quota_delta, replace } => {
+            if !dpq::config::analysts::valid_name(&name) {
+                return Err(UsageError(format!("analyst name {name:?}: use 1 to 63 letters, digits, `_`, `.`, `-` or `@`")).into());
+            }
+            let quota = match quota_epsilon {
+                Some(e) => {
+                    let e: Amount = e.parse().map_err(|x| UsageError(format!("--quota-epsilon {e}: {x}")))?;
+                    let d: Amount = match quota_delta {
+                        Some(d) => d.parse().map_err(|x| UsageError(format!("--quota-delta {d}: {x}")))?,
+                        None => Amount::ZERO,
+                    };
+                    let budget = ds.ledger(&name)?.status()?.budget;
+                    if e > budget.epsilon || d > budget.delta {
+                        return Err(UsageError(format!(
+                            "a quota of ε={e}, δ={d} is larger than the dataset's budget (ε={}, δ={}); a quota lives inside the budget",
+                            budget.epsilon, budget.delta
+                        ))
+                        .into());
+                    }
+                    Some((e, d))
+                }
+                None => None,
+            };
+            let password = read_password(&name)?;
+            let verifier = dpq::gateway::scram::Verifier::new(&password).to_text();
+            Analysts::write_entry(&ds.dir, &name, quota, &verifier, replace)?;
+            let q = match quota {
+                Some((e, d)) => format!("quota ε={e}, δ={d}"),
+                None => match Analysts::load(&ds.dir)?.quota(&name) {
+                    Some((e, d)) => format!("the default quota ε={e}, δ={d}"),
+                    None => "no quota of their own (the dataset's budget applies)".into(),
+                },
+            };
+            outln!("analyst {name} {} in {} with {q}", if replace { "set" } else { "added" }, ds.dir.join("analysts.toml").display());
+            outln!("  connect: psql \"host=127.0.0.1 port=5433 user={name} dbname=dpq\" (after `dpq serve`)");
+        }
+        AnalystAction::List => {
+            let analysts = Analysts::load(&ds.dir)?;
+            let spent: std::collections::HashMap<String, dpq::privacy::accountant::filter::Totals> = ds.ledger("dpq")?.by_analyst()?.into_iter().collect();
+            outln!("{:<20} {:>12} {:>12} {:>12} {:>10}", "analyst", "quota ε", "spent ε", "quota δ", "password");
+            let mut names: Vec<&String> = analysts.analysts.keys().chain(spent.keys()).collect();
+            names.sort();
+            names.dedup();
+            for n in names {
+                let q = analysts.quota(n);
+                let s = spent.get(n).copied().unwrap_or_default();
+                outln!(
+                    "{:<20} {:>12} {:>12} {:>12} {:>10}",
+                    n,
+                    q.map(|q| q.0.to_string()).unwrap_or_else(|| "-".into()),
+                    s.epsilon.to_string(),
+                    q.map(|q| q.1.to_string()).unwrap_or_else(|| "-".into()),
+                    if analysts.analysts.get(n).and_then(|a| a.scram.as_ref()).is_some() { "set" } else { "-" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gateway"))]
+fn analyst_command(_: &Path, _: super::AnalystAction) -> Result<()> {
+    Err(UsageError("dpq analyst: this build has no gateway\n  hint: build with the default features".into()).into())
+}
+
+/// `--engine`: where bounded plans run.
+fn backend_of(engine: &str) -> Result<dpq::session::Backend> {
+    use dpq::session::Backend;
+    Ok(match engine {
+        "local" => Backend::Local,
+        url if url.starts_with("df://") || url == "standalone" => {
+            if !cfg!(feature = "ballista") {
+                return Err(UsageError(format!(
+                    "--engine {url}: this build runs queries locally only\n  hint: build with `cargo build --release --features ballista` to run the bounded plan on a Ballista cluster"
+                ))
+                .into());
+            }
+            Backend::Ballista(url.to_string())
+        }
+        other => return Err(UsageError(format!("--engine {other}: use `local`, `standalone` or `df://host:port`")).into()),
+    })
+}
+
 /// `dpq cluster scheduler|executor`: runs until stopped.
 #[cfg(feature = "ballista")]
 fn cluster(role: super::ClusterRole) -> Result<()> {
@@ -440,20 +635,7 @@ fn cluster(_role: super::ClusterRole) -> Result<()> {
 
 /// The session for a query or explain: the analyst, memory limit and engine of the flags.
 async fn open_session(data: &Path, analyst: &str, p: &PrivacyArgs) -> Result<Session> {
-    use dpq::session::Backend;
-    let backend = match p.engine.as_str() {
-        "local" => Backend::Local,
-        url if url.starts_with("df://") || url == "standalone" => {
-            if !cfg!(feature = "ballista") {
-                return Err(UsageError(format!(
-                    "--engine {url}: this build runs queries locally only\n  hint: build with `cargo build --release --features ballista` to run the bounded plan on a Ballista cluster"
-                ))
-                .into());
-            }
-            Backend::Ballista(url.to_string())
-        }
-        other => return Err(UsageError(format!("--engine {other}: use `local`, `standalone` or `df://host:port`")).into()),
-    };
+    let backend = backend_of(&p.engine)?;
     // the memory limit is the data owner's (dpq.toml): an analyst who could set it
     // per query could search for the limit at which one person's rows decide
     // whether the query fits (found by the second totality attack)

@@ -188,6 +188,48 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Serve the dataset to PostgreSQL clients (psql, psycopg, JDBC, BI tools):
+    /// a differentially private SQL gateway. Analysts log in with the
+    /// passwords of analysts.toml (`dpq analyst add`); every answer is charged
+    /// to the dataset's budget and the analyst's quota.
+    ///
+    /// Example:
+    ///   dpq analyst add alice --quota-epsilon 2
+    ///   dpq serve --listen 127.0.0.1:5433
+    ///   psql "host=127.0.0.1 port=5433 user=alice dbname=dpq" -c "SELECT COUNT(*) FROM messages"
+    #[command(verbatim_doc_comment)]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5433", value_name = "HOST:PORT")]
+        listen: std::net::SocketAddr,
+        /// TLS certificate chain (PEM); with --tls-key, clients can connect with sslmode=require.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Connections served at once (default: dpq.toml [gateway] max_connections, else 64).
+        #[arg(long, value_name = "N")]
+        max_connections: Option<usize>,
+        /// Cancel a statement after this long, e.g. 300s or 5min; 0 for none
+        /// (default: dpq.toml [gateway] statement_timeout, else 300s).
+        #[arg(long, value_name = "DURATION")]
+        statement_timeout: Option<String>,
+        /// Execution engine for bounded plans: `local`, `standalone` or `df://host:port`.
+        #[arg(long, default_value = "local")]
+        engine: String,
+    },
+    /// Manage the analysts who may connect to `dpq serve` (analysts.toml).
+    ///
+    /// Example:
+    ///   dpq analyst add alice --quota-epsilon 2 --quota-delta 1e-7
+    ///   echo "$PASSWORD" | dpq analyst add bob --quota-epsilon 1
+    ///   dpq analyst list
+    #[command(verbatim_doc_comment)]
+    Analyst {
+        #[command(subcommand)]
+        action: AnalystAction,
+    },
     /// Run a Ballista scheduler or executor that can execute dpq's bounded plans
     /// (a build with `--features ballista`).
     ///
@@ -209,6 +251,27 @@ pub enum Command {
         #[arg(long, value_name = "ENTRIES:HASH")]
         anchor: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnalystAction {
+    /// Add an analyst with a password (asked at the prompt, or read from the
+    /// first line of stdin) and a quota inside the dataset's budget.
+    Add {
+        /// The analyst's name: the PostgreSQL user name they connect as.
+        name: String,
+        /// ε this analyst may spend in total (default: analysts.toml [defaults], else none).
+        #[arg(long, value_name = "EPSILON")]
+        quota_epsilon: Option<String>,
+        /// δ this analyst may spend in total (default: 0 with --quota-epsilon).
+        #[arg(long, value_name = "DELTA", requires = "quota_epsilon")]
+        quota_delta: Option<String>,
+        /// Replace an existing analyst's password and quota.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the analysts, their quotas and what they have spent.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -90,10 +90,83 @@ impl Analysts {
         Ok(Analysts { default_quota, analysts })
     }
 
+    /// Add `name` to analysts.toml in `dir` (creating the file), or replace
+    /// its entry when `replace`. The rest of the file, comments included, is
+    /// kept as written. `scram` is a verifier (never a password).
+    pub fn write_entry(dir: &Path, name: &str, quota: Option<(Amount, Amount)>, scram: &str, replace: bool) -> Result<(), ConfigError> {
+        let path = dir.join(FILE);
+        let invalid = |message: String| ConfigError::Parse { file: FILE.into(), message };
+        if !valid_name(name) {
+            return Err(invalid(format!(
+                "analyst name {name:?}: use 1 to 63 letters, digits, `_`, `.`, `-` or `@` (it is also the PostgreSQL user name clients connect as)"
+            )));
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# dpq analysts: quotas (ε, δ under basic composition, inside the dataset's budget)\n# and SCRAM-SHA-256 verifiers for `dpq serve`. Written by `dpq analyst add`.\n".to_string(),
+            Err(e) => return Err(ConfigError::Io { file: path.display().to_string(), source: e }),
+        };
+        let current = Analysts::parse(&text, FILE)?;
+        let exists = current.analysts.contains_key(name);
+        if exists && !replace {
+            return Err(invalid(format!("analyst `{name}` already exists\n  hint: `dpq analyst add {name} --replace` sets a new password and quota")));
+        }
+        let mut out = if exists { remove_section(&text, name) } else { text };
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("\n[analysts.{}]\n", toml_key(name)));
+        if let Some((e, d)) = quota {
+            out.push_str(&format!("epsilon = \"{e}\"\ndelta = \"{d}\"\n"));
+        }
+        out.push_str(&format!("scram = \"{scram}\"\n"));
+        // what we write must read back as intended
+        let back = Analysts::parse(&out, FILE)?;
+        let entry = back.analysts.get(name).ok_or_else(|| invalid("the new entry does not read back".into()))?;
+        if entry.scram.as_deref() != Some(scram) || (quota.is_some() && entry.quota != quota) {
+            return Err(invalid("the new entry does not read back".into()));
+        }
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&tmp, &out).map_err(|e| ConfigError::Io { file: tmp.display().to_string(), source: e })?;
+        #[cfg(unix)]
+        {
+            // verifiers are not passwords, but there is no reason for others to read them
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| ConfigError::Io { file: path.display().to_string(), source: e })
+    }
+
     /// The quota of `name` (its own, else the default).
     pub fn quota(&self, name: &str) -> Option<(Amount, Amount)> {
         self.analysts.get(name).and_then(|a| a.quota).or(self.default_quota)
     }
+}
+
+/// Analyst names: PostgreSQL user names without quoting surprises.
+pub fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'))
+}
+
+fn toml_key(name: &str) -> String {
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') { name.to_string() } else { format!("\"{name}\"") }
+}
+
+/// `text` without the `[analysts.NAME]` table (its header to the next header).
+fn remove_section(text: &str, name: &str) -> String {
+    let headers = [format!("[analysts.{name}]"), format!("[analysts.\"{name}\"]")];
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            skipping = headers.iter().any(|h| t == h || t.starts_with(&format!("{h} ")) || t.starts_with(&format!("{h}#")));
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -110,5 +183,26 @@ mod tests {
         assert_eq!(Analysts::parse("", "analysts.toml").unwrap().quota("x"), None);
         assert!(Analysts::parse("[analysts.x]\nepsilon = -1\n", "analysts.toml").is_err());
         assert!(Analysts::parse("[analysts.x]\nbogus = 1\n", "analysts.toml").is_err());
+    }
+
+    #[test]
+    fn entries_are_added_and_replaced_keeping_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(FILE), "# officer's notes\n[defaults]\nepsilon = 1\n\n[analysts.carol]\nepsilon = \"0.2\" # carol\n").unwrap();
+        let q = Some(("0.5".parse().unwrap(), Amount::ZERO));
+        Analysts::write_entry(d.path(), "bob", q, "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB", false).unwrap();
+        let a = Analysts::load(d.path()).unwrap();
+        assert_eq!(a.quota("bob"), q);
+        assert_eq!(a.analysts["bob"].scram.as_deref(), Some("SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB"));
+        assert_eq!(a.quota("carol"), Some(("0.2".parse().unwrap(), Amount::ZERO)));
+        assert!(Analysts::write_entry(d.path(), "bob", None, "x", false).is_err(), "no silent overwrite");
+        Analysts::write_entry(d.path(), "bob", Some((Amount::ONE, Amount::ZERO)), "y", true).unwrap();
+        let text = std::fs::read_to_string(d.path().join(FILE)).unwrap();
+        assert!(text.contains("# officer's notes") && text.contains("# carol"), "comments kept: {text}");
+        assert_eq!(text.matches("[analysts.bob]").count(), 1, "{text}");
+        assert_eq!(Analysts::load(d.path()).unwrap().analysts["bob"].scram.as_deref(), Some("y"));
+        for bad in ["", "a b", "x\"y", "é", &"a".repeat(64)] {
+            assert!(Analysts::write_entry(d.path(), bad, None, "z", false).is_err(), "{bad:?}");
+        }
     }
 }

@@ -65,6 +65,17 @@ pub struct Config {
     pub budget: Budget,
     pub defaults: Defaults,
     pub tables: BTreeMap<String, TableConfig>,
+    /// `[gateway]`: settings of `dpq serve` (public, not part of the privacy policy).
+    pub gateway: GatewayConfig,
+}
+
+/// `[gateway]` in dpq.toml.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GatewayConfig {
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// A statement running longer is cancelled ("300s", "5min", "0" for none).
+    pub statement_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +155,14 @@ struct RawConfig {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     tables: BTreeMap<String, RawTable>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    max_connections: Option<i64>,
+    statement_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -453,7 +472,18 @@ impl Config {
                 }
             }
         }
-        Ok(Config { file: file.to_path_buf(), budget: Budget { epsilon: budget_eps, delta: budget_delta }, defaults, tables })
+        let gateway = match raw.gateway {
+            None => GatewayConfig::default(),
+            Some(g) => GatewayConfig {
+                max_connections: match g.max_connections {
+                    None => None,
+                    Some(n) if n >= 1 => Some(n as usize),
+                    Some(n) => return Err(invalid("gateway.max_connections", format!("must be ≥ 1 (got {n})"), "use e.g. max_connections = 64")),
+                },
+                statement_timeout: g.statement_timeout,
+            },
+        };
+        Ok(Config { file: file.to_path_buf(), budget: Budget { epsilon: budget_eps, delta: budget_delta }, defaults, tables, gateway })
     }
 
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
@@ -627,6 +657,11 @@ mechanism = "laplace"      # or "gaussian" (zCDP; needs delta > 0)
 partition_selection = "optimal"   # or "laplace" (thresholding)
 confidence = 0.95          # level of the reported confidence intervals
 # memory_limit = "4GiB"    # query memory before spilling to disk
+
+# `dpq serve` (the PostgreSQL-wire gateway); analysts and quotas: analysts.toml
+# [gateway]
+# max_connections = 64      # more are refused (SQLSTATE 53300)
+# statement_timeout = "300s" # longer statements are cancelled (SQLSTATE 57014); "0" for none
 
 # ---- tables written by `dpq generate` ----
 

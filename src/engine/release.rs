@@ -98,6 +98,13 @@ pub fn check_post_processing(q: &DpQuery) -> Result<()> {
     post_plan(q, &groups, &[]).map(|_| ())
 }
 
+/// The schema of the post-processed answer (keys, released values and their
+/// hidden interval columns), known before anything runs.
+pub fn output_schema(q: &DpQuery) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+    let groups = Groups::new(q)?;
+    Ok(Arc::new(post_plan(q, &groups, &[])?.schema().as_arrow().clone()))
+}
+
 fn post_plan(q: &DpQuery, groups: &Groups, released: &[(u32, Vec<Cell>)]) -> Result<LogicalPlan> {
     let n_keys = q.keys.len();
     let agg_fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> = q.agg_schema.iter().map(|(qf, f)| (qf.cloned(), f.clone())).collect();

@@ -2,6 +2,7 @@
 //! temporary dataset directories.
 
 mod cli;
+mod gateway;
 mod golden;
 mod hostile;
 mod ingest;
