@@ -1,16 +1,23 @@
 //! End-to-end benchmark: the same question answered by
-//!   (a) the plain, non-private DataFusion query,
-//!   (b) the same bounding written by hand in DataFusion SQL (per-person
-//!       aggregation, a window over a random order to pick groups, clamping),
-//!   (c) dpq (analysis, bounded plan, per-person bounding, noise, release),
-//! each in a fresh child process (peak RSS from wait4), median of 3 runs.
+//!   duckdb     DuckDB's plain, non-private query on the same Parquet (in-process, `benches/peers/peers.py`)
+//!   duck-bnd   DuckDB with the same per-person bounding written by hand (same bounds)
+//!   opendp     OpenDP (polars API) with the same bounds and ε (if installed)
+//!   df         DataFusion's plain query (dpq's engine without privacy)
+//!   dpq        dpq with the dataset's fixed bounds (analysis, bounded plan, per-person
+//!              bounding in the engine, noise, release; no process start, no ledger replay)
+//!   dpq-1c     the same pinned to one core (`taskset -c 0`)
+//!   dpq-auto   dpq with default settings (limits chosen from the data)
+//! each in a fresh child process (peak RSS from wait4), median of `--runs`.
 //!
-//! Run: `cargo bench --bench e2e -- --events 10000000` (and 100000000).
-//! Data is generated and ingested once under target/dpq-bench/<events>/.
-//! Options: --events N, --runs R, --memory-limit 3GiB, --only a|b|c.
+//! Run: `cargo bench --bench e2e` (10 M events, 200 000 people) and
+//! `cargo bench --bench e2e -- --events 100000000 --people 2000000 --runs 1`.
+//! Data is generated and ingested once under target/dpq-bench/<events>-<people>/.
+//! Options: --events N, --people N, --runs R, --memory-limit 2GiB, --only V,V,
+//! --python PATH (a Python with duckdb, and opendp + polars for the OpenDP column;
+//! default $DPQ_BENCH_PYTHON, else python3).
 //! `--accuracy` instead compares, for the histogram questions, the error of
 //! dpq's released answers against the true (unbounded, noiseless) answer with
-//! the configured bounds and with `--auto-bounds`.
+//! the configured bounds and with limits chosen from the data.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,36 +28,35 @@ use dpq::generate::{FileFormat, GenerateOptions};
 use dpq::ingest::IngestOptions;
 
 struct Q {
+    /// name for peers.py --question
+    key: &'static str,
     name: &'static str,
     plain: &'static str,
-    by_hand: &'static str,
     dp: &'static str,
 }
 
 const QUERIES: &[Q] = &[
     Q {
-        name: "events per emoji",
+        key: "emoji",
+        name: "count per emoji",
         plain: "SELECT emoji, COUNT(*) FROM messages WHERE emoji IS NOT NULL GROUP BY emoji",
-        by_hand: "WITH pu AS (SELECT user_id, emoji, COUNT(*) AS c FROM messages WHERE emoji IS NOT NULL GROUP BY user_id, emoji), \
-                  r AS (SELECT emoji, LEAST(c, 20) AS c, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY random()) AS rn FROM pu) \
-                  SELECT emoji, SUM(c) FROM r WHERE rn <= 4 GROUP BY emoji",
         dp: "SELECT emoji, COUNT(*) FROM messages WHERE emoji IS NOT NULL GROUP BY emoji",
     },
     Q {
-        name: "events per hour x cohort",
-        plain: "SELECT u.age_group, date_part('hour', m.ts) AS h, COUNT(*) FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group, h",
-        by_hand: "WITH pu AS (SELECT m.user_id, u.age_group, date_part('hour', m.ts) AS h, COUNT(*) AS c FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group, h), \
-                  r AS (SELECT age_group, h, LEAST(c, 20) AS c, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY random()) AS rn FROM pu) \
-                  SELECT age_group, h, SUM(c) FROM r WHERE rn <= 4 GROUP BY age_group, h",
-        dp: "SELECT u.age_group, date_part('hour', m.ts) AS h, COUNT(*) FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group, h",
+        key: "hour",
+        name: "count per hour",
+        plain: "SELECT date_part('hour', ts) AS h, COUNT(*) FROM messages GROUP BY h",
+        dp: "SELECT date_part('hour', ts) AS h, COUNT(*) FROM messages GROUP BY h",
     },
     Q {
-        name: "per-person median length",
-        plain: "SELECT age_group, MEDIAN(med) FROM (SELECT m.user_id, u.age_group, MEDIAN(m.length) AS med FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
-        by_hand: "SELECT age_group, MEDIAN(LEAST(GREATEST(med, 0), 2000)) FROM (SELECT m.user_id, u.age_group, MEDIAN(m.length) AS med FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
-        dp: "SELECT age_group, MEDIAN(med) FROM (SELECT m.user_id, u.age_group, MEDIAN(m.length) AS med FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY m.user_id, u.age_group) t GROUP BY age_group",
+        key: "cohort_mean",
+        name: "mean length per cohort",
+        plain: "SELECT u.age_group, AVG(m.length) FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group",
+        dp: "SELECT u.age_group, AVG(m.length) FROM messages m JOIN users u ON m.user_id = u.user_id GROUP BY u.age_group",
     },
 ];
+
+const VARIANTS: &[&str] = &["duckdb", "duck-bnd", "opendp", "df", "dpq", "dpq-1c", "dpq-auto"];
 
 fn arg(name: &str) -> Option<String> {
     let a: Vec<String> = std::env::args().collect();
@@ -61,31 +67,31 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
 
-/// Generate and ingest a dataset of about `events` events (once).
-fn dataset(events: u64) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dpq-bench").join(events.to_string());
+/// Generate and ingest a dataset of about `events` events over `people` people (once).
+fn dataset(events: u64, people: u64) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dpq-bench").join(format!("{events}-{people}"));
     let data = root.join("data");
     if data.join("tables/messages/manifest.json").exists() {
         return data;
     }
     let _ = std::fs::remove_dir_all(&root);
     let ds = Dataset::init_with_budget(&data, "1000000000".parse().unwrap(), "1e-6".parse().unwrap()).unwrap();
-    // ~2.3 events per person-day at messages_per_day = 1, 365 days
-    let users = (events as f64 / (365.0 * 2.35)).ceil() as u64;
+    // ~2.35 events (messages, calls, payments) per person-day at messages_per_day = 1
+    let messages_per_day = events as f64 / (people as f64 * 365.0 * 2.35);
     let logs = root.join("logs");
     let t0 = Instant::now();
     let g = dpq::generate::generate(&GenerateOptions {
-        users,
+        users: people,
         days: 365,
         out: logs.clone(),
         seed: 1,
         format: FileFormat::Parquet,
-        messages_per_day: 1.0,
+        messages_per_day,
         progress: dpq::progress::silent(),
         ..Default::default()
     })
     .unwrap();
-    eprintln!("generated {} events for {users} people in {:.1}s", g.events(), t0.elapsed().as_secs_f64());
+    eprintln!("generated {} events for {people} people in {:.1}s", g.events(), t0.elapsed().as_secs_f64());
     for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
         let o = IngestOptions {
             dataset: Some(ds.id("bench").unwrap()),
@@ -102,15 +108,15 @@ fn dataset(events: u64) -> PathBuf {
     data
 }
 
-/// Child: run one variant once, print its seconds.
+/// Child: run one of dpq's or DataFusion's variants once, print its seconds.
 fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
     let query = &QUERIES[q];
     let secs = rt().block_on(async {
         match variant {
-            "a" | "b" => {
-                let mut cfg =
-                    datafusion::prelude::SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-                cfg = cfg.with_information_schema(false);
+            "df" => {
+                let cfg = datafusion::prelude::SessionConfig::new()
+                    .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+                    .with_information_schema(false);
                 let mut rtb = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
                 if let Some(m) = mem {
                     rtb = rtb.with_memory_pool(std::sync::Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(m as usize)));
@@ -120,15 +126,15 @@ fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
                     ctx.register_parquet(t, data.join("tables").join(t).to_str().unwrap(), datafusion::prelude::ParquetReadOptions::default()).await.unwrap();
                 }
                 let t0 = Instant::now();
-                let sql = if variant == "a" { query.plain } else { query.by_hand };
-                let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                let b = ctx.sql(query.plain).await.unwrap().collect().await.unwrap();
                 std::hint::black_box(b);
                 t0.elapsed().as_secs_f64()
             }
             _ => {
                 let t0 = Instant::now();
                 let s = dpq::Session::open_with(data, dpq::SessionOptions { memory_limit: mem, ..Default::default() }).await.unwrap();
-                let o = dpq::QueryOptions::new().epsilon("1".parse().unwrap()).auto_bounds(false).fresh(true);
+                let auto = variant == "dpq-auto";
+                let o = dpq::QueryOptions::new().epsilon("1".parse().unwrap()).auto_bounds(auto).fresh(true);
                 let r = s.query(query.dp, &o).await.unwrap();
                 std::hint::black_box(r);
                 t0.elapsed().as_secs_f64()
@@ -138,15 +144,40 @@ fn child(variant: &str, q: usize, data: &Path, mem: Option<u64>) {
     println!("{secs}");
 }
 
-/// Run a child; returns (seconds, peak RSS in MiB).
-fn measure(variant: &str, q: usize, data: &Path, mem: Option<&str>) -> (f64, f64) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--child", variant, "--query", &q.to_string(), "--data", data.to_str().unwrap()]);
-    if let Some(m) = mem {
-        cmd.args(["--memory-limit", m]);
-    }
+/// Run one measurement in a child process; returns (seconds, peak RSS in MiB),
+/// or None when the variant is not available here (no Python peer, no taskset).
+fn measure(variant: &str, q: usize, data: &Path, mem: Option<&str>, python: &str) -> Option<(f64, f64)> {
+    let mut cmd = match variant {
+        "duckdb" | "duck-bnd" | "opendp" => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/peers.py");
+            let mut c = Command::new(python);
+            let (system, v) = match variant {
+                "duckdb" => ("duckdb", "plain"),
+                "duck-bnd" => ("duckdb", "bounded"),
+                _ => ("opendp", "bounded"),
+            };
+            c.arg(script).args(["--system", system, "--variant", v, "--question", QUERIES[q].key, "--data", data.to_str().unwrap()]);
+            // the same bounds as the dataset's dpq.toml ([defaults], messages.length)
+            c.args(["--groups", "4", "--rows-per-group", "20", "--length-lo", "0", "--length-hi", "2000", "--epsilon", "1"]);
+            c
+        }
+        _ => {
+            let mut c = if variant == "dpq-1c" {
+                let mut c = Command::new("taskset");
+                c.args(["-c", "0"]).arg(std::env::current_exe().unwrap());
+                c
+            } else {
+                Command::new(std::env::current_exe().unwrap())
+            };
+            c.args(["--child", variant, "--query", &q.to_string(), "--data", data.to_str().unwrap()]);
+            if let Some(m) = mem {
+                c.args(["--memory-limit", m]);
+            }
+            c
+        }
+    };
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its peak RSS
-    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().ok()?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -154,8 +185,19 @@ fn measure(variant: &str, q: usize, data: &Path, mem: Option<&str>) -> (f64, f64
     let mut out = String::new();
     use std::io::Read;
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let secs: f64 = out.trim().lines().last().unwrap_or("nan").parse().unwrap_or(f64::NAN);
-    (secs, ru.ru_maxrss as f64 / 1024.0)
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        eprintln!("{variant} on \"{}\": not measured ({})", QUERIES[q].name, err.lines().last().unwrap_or("failed"));
+        return None;
+    }
+    let last = out.trim().lines().last().unwrap_or("nan");
+    // peers.py prints {"seconds": …, "rows": …}; dpq's children print seconds
+    let secs = match serde_json::from_str::<serde_json::Value>(last) {
+        Ok(serde_json::Value::Object(o)) => o.get("seconds").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+        _ => last.parse().unwrap_or(f64::NAN),
+    };
+    Some((secs, ru.ru_maxrss as f64 / 1024.0))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -170,47 +212,64 @@ fn main() {
         child(&variant, q, Path::new(&arg("--data").unwrap()), mem);
         return;
     }
-    if std::env::args().any(|a| a == "--bench") && arg("--events").is_none() && std::env::var_os("DPQ_BENCH_EVENTS").is_none() {
-        // `cargo bench` without options: run the small default
-    }
+    let events: u64 = arg("--events").or_else(|| std::env::var("DPQ_BENCH_EVENTS").ok()).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let people: u64 = arg("--people").and_then(|s| s.parse().ok()).unwrap_or(events / 50);
     if std::env::args().any(|a| a == "--accuracy") {
-        let events: u64 = arg("--events").and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-        accuracy(&dataset(events));
+        accuracy(&dataset(events, people));
         return;
     }
-    let events: u64 = arg("--events").or_else(|| std::env::var("DPQ_BENCH_EVENTS").ok()).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(3);
     let mem = arg("--memory-limit");
-    let only = arg("--only");
-    let data = dataset(events);
+    let only: Option<Vec<String>> = arg("--only").map(|o| o.split(',').map(str::to_string).collect());
+    let python = arg("--python").or_else(|| std::env::var("DPQ_BENCH_PYTHON").ok()).unwrap_or_else(|| "python3".into());
+    let data = dataset(events, people);
     let rows = dpq::storage::manifest::Manifest::load(&data, "messages").unwrap().unwrap().rows();
+    let users = dpq::storage::manifest::Manifest::load(&data, "users").unwrap().unwrap().rows();
     println!(
-        "\ndpq end-to-end benchmark: {rows} messages, {} cores, memory limit {}",
+        "\ndpq end-to-end benchmark: {rows} messages, {users} people, {} cores, memory limit {}; seconds (median of {runs}), peak RSS MiB",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         mem.clone().unwrap_or("none".into())
     );
-    println!("{:<26} {:>9} {:>9} {:>9} {:>7} {:>7} {:>22} {:>12}", "question", "(a) s", "(b) s", "(c) s", "c/a", "c/b", "peak RSS a/b/c MiB", "(c) rows/s");
+    print!("{:<24}", "question");
+    for v in VARIANTS {
+        print!(" {v:>9}");
+    }
+    println!("  {:>8} {:>9} {:>8} {:>9}  peak RSS dpq/duckdb", "dpq/duck", "dpq/d-bnd", "dpq/odp", "1c/2c");
     for (qi, q) in QUERIES.iter().enumerate() {
-        let mut res = Vec::new();
-        for v in ["a", "b", "c"] {
-            if only.as_deref().is_some_and(|o| o != v) {
-                res.push((f64::NAN, f64::NAN));
+        let mut res: Vec<Option<(f64, f64)>> = Vec::new();
+        for v in VARIANTS {
+            if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == v)) {
+                res.push(None);
                 continue;
             }
-            let ms: Vec<(f64, f64)> = (0..runs).map(|_| measure(v, qi, &data, mem.as_deref())).collect();
-            res.push((median(ms.iter().map(|m| m.0).collect()), ms.iter().map(|m| m.1).fold(0.0, f64::max)));
+            let ms: Vec<(f64, f64)> = (0..runs).filter_map(|_| measure(v, qi, &data, mem.as_deref(), &python)).collect();
+            res.push((!ms.is_empty()).then(|| (median(ms.iter().map(|m| m.0).collect()), ms.iter().map(|m| m.1).fold(0.0, f64::max))));
         }
+        let at = |v: &str| res[VARIANTS.iter().position(|x| *x == v).unwrap()];
+        let ratio = |a: &str, b: &str| match (at(a), at(b)) {
+            (Some(x), Some(y)) => format!("{:.2}", x.0 / y.0),
+            _ => "n/a".into(),
+        };
+        print!("{:<24}", q.name);
+        for r in &res {
+            match r {
+                Some((s, _)) => print!(" {s:>9.3}"),
+                None => print!(" {:>9}", "n/a"),
+            }
+        }
+        let rss = |v: &str| at(v).map(|m| format!("{:.0}", m.1)).unwrap_or("n/a".into());
         println!(
-            "{:<26} {:>9.2} {:>9.2} {:>9.2} {:>7.2} {:>7.2} {:>22} {:>12.0}",
-            q.name,
-            res[0].0,
-            res[1].0,
-            res[2].0,
-            res[2].0 / res[0].0,
-            res[2].0 / res[1].0,
-            format!("{:.0}/{:.0}/{:.0}", res[0].1, res[1].1, res[2].1),
-            rows as f64 / res[2].0
+            "  {:>8} {:>9} {:>8} {:>9}  {}/{}",
+            ratio("dpq", "duckdb"),
+            ratio("dpq", "duck-bnd"),
+            ratio("dpq", "opendp"),
+            ratio("dpq-1c", "dpq"),
+            rss("dpq"),
+            rss("duckdb")
         );
+    }
+    if std::env::args().any(|a| a == "--no-extras") {
+        return;
     }
     // start-up to first byte of the CLI on a small dataset
     let small = dataset_small();
