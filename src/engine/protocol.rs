@@ -10,6 +10,13 @@
 //!   third attack redrew a count 20 times for one charge by killing the
 //!   process). `--fresh` pays for a new attempt. Another analyst asking the
 //!   same pays for a charge of their own.
+//! * One answer to a key at a time: the whole protocol runs under the key's
+//!   lock ([`crate::ledger::KeyLock`]), so a second asker of the same query
+//!   (another connection of the gateway, another process) waits and replays
+//!   the first one's answer; a charge found unfinished under the lock is one
+//!   whose process died. (Without the lock, fifty gateway clients asking the
+//!   same query recorded a live computation as failed, and a second charge
+//!   of the key was taken for an edited index.)
 //! * Two processes finishing the same charge race to store; the ledger keeps
 //!   the first, and both show that one.
 //! * An error after the charge (infrastructure, memory, a post-processing step
@@ -59,6 +66,19 @@ where
     Fut: Future<Output = Result<(serde_json::Value, serde_json::Value)>>,
 {
     let request = ChargeRequest { fresh, ..request };
+    // one answer to a key at a time, across processes and connections (see
+    // `KeyLock`): held until the result is stored, released on return or death
+    let _lock = match &request.query_key {
+        Some(key) => {
+            let path = ledger.key_lock_path(key);
+            Some(
+                tokio::task::spawn_blocking(move || crate::ledger::KeyLock::acquire(&path))
+                    .await
+                    .map_err(|e| super::error::internal(format!("the key lock task failed: {e}")))??,
+            )
+        }
+        None => None,
+    };
     // the key may be charged by another process between the replay check and
     // the charge: the ledger then refuses the second charge, and it is replayed
     let mut step = None;
@@ -284,5 +304,76 @@ mod failure_tests {
             assert!(l.status().unwrap().totals.epsilon > spent, "--fresh pays");
             assert!(l.verify(None).unwrap().ok);
         });
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    use crate::ledger::Binding;
+    use crate::privacy::accountant::Release;
+
+    fn req(analyst: &str) -> ChargeRequest {
+        ChargeRequest {
+            kind: "query".into(),
+            text: "q".into(),
+            query_key: Some("k".into()),
+            releases: vec![Release::Pure { epsilon: "0.1".parse().unwrap() }],
+            params: serde_json::json!({}),
+            data_version: "v".into(),
+            analyst: analyst.into(),
+            quota: None,
+            fresh: false,
+        }
+    }
+
+    /// Several askers of one query at once, through separate ledger handles (as
+    /// gateway connections and processes have): the first computes under one
+    /// charge, every other one waits and replays its answer. Found by the
+    /// gateway's load test: without the key lock, a second asker took the live
+    /// computation for a dead one's — recording it as failed (same analyst) or
+    /// charging again (another analyst), after which storing the first answer
+    /// failed as "replay key index edited".
+    #[test]
+    fn concurrent_askers_of_one_query_share_one_charge() {
+        for other in ["alice", "bob"] {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("ledger.db");
+            let binding =
+                Binding { tables: vec![], config_budget: ("10".parse().unwrap(), Amount::ZERO), config_file: "dpq.toml".into(), policy: Default::default() };
+            drop(Ledger::open(&path, &binding, "alice").unwrap());
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+            let computed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let answers = rt.block_on(async {
+                let mut tasks = Vec::new();
+                for i in 0..6 {
+                    let (path, binding, computed) = (path.clone(), binding.clone(), computed.clone());
+                    let who = if i == 0 { "alice" } else { other };
+                    tasks.push(tokio::spawn(async move {
+                        // the first asker starts first and computes slowly
+                        tokio::time::sleep(std::time::Duration::from_millis(if i == 0 { 0 } else { 50 })).await;
+                        let mut l = Ledger::open(&path, &binding, who).unwrap();
+                        release(&mut l, req(who), false, |c| async move {
+                            computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                            Ok((serde_json::json!({ "entry": c.entry }), serde_json::json!({})))
+                        })
+                        .await
+                    }));
+                }
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap());
+                }
+                out
+            });
+            let answers: Vec<Released> = answers.into_iter().map(|a| a.unwrap_or_else(|e| panic!("every asker is answered ({other}): {e}"))).collect();
+            assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 1, "one computation ({other})");
+            assert!(answers.iter().all(|a| a.value == answers[0].value), "one answer ({other})");
+            assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1, "the others replay it ({other})");
+            let l = Ledger::open(&path, &binding, "alice").unwrap();
+            assert_eq!(l.status().unwrap().totals.charges, 1, "one charge ({other})");
+            assert!(l.verify(None).unwrap().ok, "the ledger verifies ({other})");
+        }
     }
 }

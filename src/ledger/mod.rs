@@ -283,6 +283,38 @@ impl Binding {
     }
 }
 
+/// Held while one query key is answered — replay check, charge, computation,
+/// stored result — by any process or connection. Without it, a second asker
+/// of the same query (another gateway connection, another process) would
+/// find the first one's charge still computing and take it for the charge of
+/// a process that died: it would record it as failed under the first asker's
+/// feet, or pay for a second charge of its own. With it the second asker
+/// waits, then replays the stored answer. An advisory lock (`flock`) on one of
+/// 256 files beside ledger.db chosen by the key's hash: the operating system
+/// releases it when its holder dies, so a charge found unfinished under the
+/// lock is one whose process ended.
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: std::fs::File,
+}
+
+impl KeyLock {
+    /// Wait for the lock at `path` (from [`Ledger::key_lock_path`]). Blocking.
+    pub fn acquire(path: &Path) -> Result<KeyLock> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Io { path: dir.display().to_string(), message: e.to_string() })?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| LedgerError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        file.lock().map_err(|e| LedgerError::Io { path: path.display().to_string(), message: format!("locking: {e}") })?;
+        Ok(KeyLock { _file: file })
+    }
+}
+
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
@@ -770,15 +802,20 @@ impl Ledger {
 
     /// The result entry of `charge`, found — or proven absent — by walking the
     /// chain from the charge to the head (hashes and links checked on the way),
-    /// and its stored text checked against the hash the entry records.
-    fn result_of(conn: &Connection, charge: &Entry, head: i64) -> Result<Option<Stored>> {
+    /// and its stored text checked against the hash the entry records. With
+    /// `latest`, `charge` came from the key index as the key's latest charge: a
+    /// later charge with the same key on the chain proves the index was edited.
+    /// (Storing the result of an earlier charge, a later one with the same key
+    /// is legitimate: another analyst's own charge after this one's process
+    /// died, or a `--fresh` one.)
+    fn result_of(conn: &Connection, charge: &Entry, head: i64, latest: bool) -> Result<Option<Stored>> {
         let mut found: Option<Entry> = None;
         let mut keys_after = None;
         Ledger::walk(conn, charge.clone(), head, |e| {
             if e.kind == "result" && e.charge_id == Some(charge.id) && found.is_none() {
                 found = Some(e.clone());
             }
-            if is_charge(&e.kind) && e.query_key == charge.query_key && e.query_key.is_some() {
+            if latest && is_charge(&e.kind) && e.query_key == charge.query_key && e.query_key.is_some() {
                 keys_after.get_or_insert(e.id);
             }
         })?;
@@ -820,7 +857,7 @@ impl Ledger {
             if !is_charge(&c.kind) {
                 return Err(LedgerError::Broken { problem: format!("entry {charge} is not a charge") });
             }
-            if let Some(existing) = Ledger::result_of(tx, &c, head.id)? {
+            if let Some(existing) = Ledger::result_of(tx, &c, head.id, false)? {
                 return Ok((vec![], existing));
             }
             tx.execute("INSERT INTO results (charge_id, result) VALUES (?1, ?2)", params![charge, text])?;
@@ -856,12 +893,20 @@ impl Ledger {
         let r = self.snapshot(|conn| {
             let (head, _) = Ledger::check(conn, &self.path, &self.dataset)?;
             let Some(c) = Ledger::latest_charge(conn, query_key, &head)? else { return Ok(None) };
-            Ok(Some(match Ledger::result_of(conn, &c, head.id)? {
+            Ok(Some(match Ledger::result_of(conn, &c, head.id, true)? {
                 Some(s) => Replay::Stored(s),
                 None => Replay::Unfinished { entry: c.id, hash: c.hash },
             }))
         });
         self.sticky(r)
+    }
+
+    /// The lock file serialising the answers to `key` (see [`KeyLock`]).
+    pub fn key_lock_path(&self, key: &str) -> PathBuf {
+        let stripe = Sha256::digest(key.as_bytes())[0];
+        let mut dir = self.path.clone().into_os_string();
+        dir.push(".locks");
+        PathBuf::from(dir).join(format!("{stripe:02x}"))
     }
 
     /// Change the budget (or its rule), recording who and why. Refused when

@@ -223,12 +223,7 @@ fn quotas_hold_under_twenty_racing_clients_and_tls_works() {
 /// classes) and pandas through SQLAlchemy: tests/gateway/clients.py.
 #[test]
 fn psycopg_and_pandas_clients() {
-    let python = std::env::var("DPQ_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import psycopg, sqlalchemy, pandas"]).output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "{python} lacks psycopg, sqlalchemy or pandas: `pip install 'psycopg[binary]' sqlalchemy pandas` in a venv and set DPQ_TEST_PYTHON to its python (.ci/run does)"
-    );
+    let python = python();
     let (_d, data) = gateway_dataset();
     let s = serve(&data, &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/clients.py");
@@ -236,4 +231,37 @@ fn psycopg_and_pandas_clients() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "clients.py failed:\n{stdout}\n{stderr}\nserver log:\n{}", s.log.lock().unwrap());
     assert!(stdout.contains("all client checks passed"), "{stdout}");
+}
+
+fn python() -> String {
+    let python = std::env::var("DPQ_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python).args(["-c", "import psycopg, sqlalchemy, pandas"]).output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "{python} lacks psycopg, sqlalchemy or pandas: `pip install 'psycopg[binary]' sqlalchemy pandas` in a venv and set DPQ_TEST_PYTHON to its python (.ci/run does)"
+    );
+    python
+}
+
+/// Fifty concurrent psycopg sessions of five analysts running mixed
+/// statements (charged counts, Gaussian means, prepared statements, replays,
+/// refusals, SHOW, catalog, explain) while the quotas and the dataset budget
+/// run out: the ledger holds exactly the charges announced to the clients,
+/// no quota or budget is exceeded, every error has its SQLSTATE, the ledger
+/// verifies (tests/gateway/load.py; its `--queries 20` run on a release build
+/// gives the latency figures of docs/gateway.md).
+#[test]
+fn fifty_concurrent_clients_spend_exactly_what_they_are_told() {
+    let python = python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/load.py");
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(&python)
+        .arg(script)
+        .args(["--dpq", env!("CARGO_BIN_EXE_dpq"), "--clients", "50", "--queries", "3", "--users", "150", "--days", "30", "--keep"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "load.py failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ok: the ledger holds exactly the announced charges"), "{stdout}");
 }
