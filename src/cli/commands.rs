@@ -442,7 +442,17 @@ fn serve(
         return Err(UsageError("--max-connections must be at least 1".into()).into());
     }
     let backend = backend_of(engine)?;
-    let opts = ServeOptions { listen, tls: tls.map(|(cert, key)| TlsFiles { cert, key }), max_connections, statement_timeout, backend, ..Default::default() };
+    let memory_per_statement =
+        g.memory_per_statement.as_deref().map(dpq::config::parse_bytes).transpose().map_err(|e| UsageError(format!("[gateway] memory_per_statement: {e}")))?;
+    let opts = ServeOptions {
+        listen,
+        tls: tls.map(|(cert, key)| TlsFiles { cert, key }),
+        max_connections,
+        statement_timeout,
+        memory_per_statement,
+        backend,
+        ..Default::default()
+    };
     let tls_on = opts.tls.is_some();
     runtime()?.block_on(async move {
         let server = dpq::gateway::start(data, opts).await?;

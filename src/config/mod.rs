@@ -76,6 +76,8 @@ pub struct GatewayConfig {
     pub max_connections: Option<usize>,
     /// A statement running longer is cancelled ("300s", "5min", "0" for none).
     pub statement_timeout: Option<String>,
+    /// Memory one statement may use before spilling to disk ("512MiB").
+    pub memory_per_statement: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +165,7 @@ struct RawConfig {
 struct RawGateway {
     max_connections: Option<i64>,
     statement_timeout: Option<String>,
+    memory_per_statement: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +484,13 @@ impl Config {
                     Some(n) => return Err(invalid("gateway.max_connections", format!("must be ≥ 1 (got {n})"), "use e.g. max_connections = 64")),
                 },
                 statement_timeout: g.statement_timeout,
+                memory_per_statement: match g.memory_per_statement {
+                    None => None,
+                    Some(m) => {
+                        parse_bytes(&m).map_err(|e| invalid("gateway.memory_per_statement", e, "write a size such as \"512MiB\" or \"2GiB\""))?;
+                        Some(m)
+                    }
+                },
             },
         };
         Ok(Config { file: file.to_path_buf(), budget: Budget { epsilon: budget_eps, delta: budget_delta }, defaults, tables, gateway })
@@ -662,6 +672,7 @@ confidence = 0.95          # level of the reported confidence intervals
 # [gateway]
 # max_connections = 64      # more are refused (SQLSTATE 53300)
 # statement_timeout = "300s" # longer statements are cancelled (SQLSTATE 57014); "0" for none
+# memory_per_statement = "1GiB" # each statement's memory before spilling to disk (default: memory_limit)
 
 # ---- tables written by `dpq generate` ----
 
@@ -769,6 +780,20 @@ mod tests {
         assert!(e.contains("nope") && e.contains("not declared"), "{e}");
         let e = err_text("[defaults]\nepsilon=1\n");
         assert!(e.contains("budget"), "{e}");
+    }
+
+    #[test]
+    fn gateway_settings_parse_and_are_checked() {
+        let c = parse("[budget]\nepsilon = 1\n[gateway]\nmax_connections = 8\nstatement_timeout = \"30s\"\nmemory_per_statement = \"256MiB\"\n").unwrap();
+        assert_eq!(c.gateway.max_connections, Some(8));
+        assert_eq!(c.gateway.statement_timeout.as_deref(), Some("30s"));
+        assert_eq!(c.gateway.memory_per_statement.as_deref(), Some("256MiB"));
+        let e = err_text("[budget]\nepsilon = 1\n[gateway]\nmemory_per_statement = \"lots\"\n");
+        assert!(e.contains("gateway.memory_per_statement") && e.contains("512MiB"), "{e}");
+        let e = err_text("[budget]\nepsilon = 1\n[gateway]\nmax_connections = 0\n");
+        assert!(e.contains("gateway.max_connections"), "{e}");
+        let e = err_text("[budget]\nepsilon = 1\n[gateway]\nlisten = \"0.0.0.0:5433\"\n");
+        assert!(e.contains("listen"), "unknown keys are refused: {e}");
     }
 
     #[test]

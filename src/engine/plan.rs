@@ -25,6 +25,19 @@ use crate::privacy::mechanisms::variance::Variance;
 use crate::privacy::mechanisms::{Additive, Budget, Mechanism, MechanismError, Sensitivity, pool};
 use crate::privacy::quantile::Domain as QDomain;
 
+/// `share` of `epsilon`, in exact decimals when the share is a short decimal
+/// (dpq.toml's `auto_bounds_share = 0.1` takes exactly 0.005 of ε = 0.05, not
+/// 0.005000000000000001), else rounded down.
+pub fn share_of(epsilon: Amount, share: f64) -> Amount {
+    match share.to_string().parse::<Amount>() {
+        Ok(s) => {
+            let (p, q) = s.as_ratio();
+            epsilon.mul_ratio_floor(p, q)
+        }
+        Err(_) => Amount::from_f64_floor(epsilon.to_f64() * share),
+    }
+}
+
 /// Per-query privacy parameters (dpq.toml defaults overridden by flags).
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryParams {
@@ -247,7 +260,7 @@ impl Calibration {
             max_groups_per_unit: Some(limits.max_groups_per_unit),
             max_rows_per_group: Some(limits.max_rows_per_group),
             auto_bounds: false,
-            epsilon: self.params.epsilon - Amount::from_f64_floor(self.params.epsilon.to_f64() * self.params.auto_bounds_share),
+            epsilon: self.params.epsilon - share_of(self.params.epsilon, self.params.auto_bounds_share),
             ..self.params.clone()
         };
         let _ = auto_eps;
@@ -417,8 +430,7 @@ pub fn calibrate(q: &DpQuery, p: &QueryParams, family: Family, alternative: Fami
             "pass --delta (e.g. 1e-8) or use --mechanism laplace",
         ));
     }
-    let auto_eps =
-        if p.auto_bounds && needs_auto_bounds(q, auto_choice(q, p)) { Amount::from_f64_floor(p.epsilon.to_f64() * p.auto_bounds_share) } else { Amount::ZERO };
+    let auto_eps = if p.auto_bounds && needs_auto_bounds(q, auto_choice(q, p)) { share_of(p.epsilon, p.auto_bounds_share) } else { Amount::ZERO };
     let eps = p.epsilon - auto_eps;
     let needs_sel = q.needs_partition_selection();
     if needs_sel && p.delta.is_zero() {

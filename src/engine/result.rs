@@ -94,6 +94,9 @@ impl Bias {
     /// cutting rows re-weights rather than shrinks.
     pub fn estimated(d: &crate::privacy::mechanisms::auto_bounds::Disclosure, bounding: &str, means_only: bool) -> Bias {
         let share = d.share_cut;
+        // both counts are noisy: print them as a consistent pair (0 ≤ cut ≤ people)
+        let people = d.people.max(0.0);
+        let people_cut = d.people_cut.clamp(0.0, people);
         let warning = share > Bias::WARN_SHARE && !means_only;
         let consequence = if means_only {
             "; in means, people with more rows than the limit weigh as if they had the limit: a mean is biased only as far as their values differ from others'"
@@ -105,15 +108,15 @@ impl Bias {
         let text = format!(
             "bounding ({bounding}) cut the rows of about {:.1}% of people (DP estimate: {:.0} of {:.0} people, ±{:.0} each){consequence}",
             share * 100.0,
-            d.people_cut,
-            d.people,
+            people_cut,
+            people,
             d.count_stddev,
         );
         Bias {
             kind: "estimated".into(),
             share_of_people_cut: Some(share),
-            people_cut: Some(d.people_cut),
-            people: Some(d.people),
+            people_cut: Some(people_cut),
+            people: Some(people),
             count_stddev: Some(d.count_stddev),
             warning,
             text,
@@ -176,5 +179,24 @@ impl QueryResult {
     }
     pub fn cell(&self, row: usize, col: &str) -> Option<Noisy> {
         serde_json::from_value(self.rows.get(row)?.get(col)?.clone()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::mechanisms::auto_bounds::Disclosure;
+
+    /// The disclosure's two noisy counts print as a consistent pair: never
+    /// "3692 of 1229 people" (seen at ε = 0.05) nor a negative count.
+    #[test]
+    fn the_bias_text_never_shows_more_people_cut_than_people() {
+        for (people, cut) in [(1229.0, 3692.0), (1229.0, -40.0), (-3.0, 10.0), (500.0, 100.0)] {
+            let d = Disclosure { people, people_cut: cut, share_cut: 1.0, count_stddev: 2828.0 };
+            let b = Bias::estimated(&d, "L1: ≤ 1 row per person", false);
+            let (c, p) = (b.people_cut.unwrap(), b.people.unwrap());
+            assert!(0.0 <= c && c <= p, "{c} of {p}");
+            assert!(b.text.contains(&format!("{c:.0} of {p:.0} people")), "{}", b.text);
+        }
     }
 }

@@ -807,3 +807,16 @@ fn in_engine_bounding_equals_the_driver_reference_on_any_partitioning() {
         }
     });
 }
+
+/// The auto-bounds share of ε is taken in exact decimals: ε = 0.05 with the
+/// default share 0.1 spends exactly 0.005 on the limits and 0.045 on the answer.
+#[test]
+fn auto_bounds_share_is_exact() {
+    use crate::engine::plan::share_of;
+    let a = |s: &str| s.parse::<Amount>().unwrap();
+    assert_eq!(share_of(a("0.05"), 0.1), a("0.005"));
+    assert_eq!(share_of(a("1"), 0.25), a("0.25"));
+    assert_eq!(share_of(a("0.3"), 0.1), a("0.03"));
+    // a share with more digits than an Amount holds is rounded down, never up
+    assert!(share_of(a("1"), 1e-30) <= a("0.000000000000000001"));
+}

@@ -58,6 +58,11 @@ pub struct ServeOptions {
     pub statement_timeout: Option<Duration>,
     /// On shutdown, how long to let running statements finish.
     pub shutdown_grace: Duration,
+    /// Memory each statement may use before spilling to disk (every statement
+    /// runs in an execution context of its own, and a connection runs one
+    /// statement at a time, so this is also the limit per connection);
+    /// default: dpq.toml's `memory_limit`.
+    pub memory_per_statement: Option<u64>,
     /// Where bounded plans run.
     pub backend: Backend,
 }
@@ -70,6 +75,7 @@ impl Default for ServeOptions {
             max_connections: 64,
             statement_timeout: Some(Duration::from_secs(300)),
             shutdown_grace: Duration::from_secs(30),
+            memory_per_statement: None,
             backend: Backend::Local,
         }
     }
@@ -100,8 +106,11 @@ impl Shared {
             return Ok(s.clone());
         }
         let s = Arc::new(
-            Session::open_with(&self.data, SessionOptions { analyst: Some(analyst.to_string()), memory_limit: None, backend: self.options.backend.clone() })
-                .await?,
+            Session::open_with(
+                &self.data,
+                SessionOptions { analyst: Some(analyst.to_string()), memory_limit: self.options.memory_per_statement, backend: self.options.backend.clone() },
+            )
+            .await?,
         );
         map.insert(analyst.to_string(), s.clone());
         Ok(s)
