@@ -56,6 +56,7 @@ pub mod privacy;
 pub mod progress;
 pub mod report;
 pub mod session;
+pub mod sqltext;
 pub mod storage;
 
 pub use session::{Answer, Error, PrivacyInfo, QueryOptions, Session, SessionOptions};

@@ -60,15 +60,22 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Demo { out, users, days, seed, messages_per_day } => demo(&out, users, days, seed, messages_per_day, &analyst),
-        Command::Query { sql, privacy, format, fresh } => {
+        Command::Query { sql, file, privacy, format, fresh } => {
+            let text = sql_text(sql, file)?;
+            let statements = statements_of(&text)?;
             let options = query_options(&privacy, fresh)?;
             runtime()?.block_on(async {
                 let session = open_session(&data, &analyst, &privacy).await?;
-                let spinner = super::progress::spinner("running the DP query");
-                let r = session.query(&sql, &options).await;
-                spinner.finish_and_clear();
-                super::out(&output::render(&r?.result, format))
+                run_statements(&session, &statements, &options, format).await
             })
+        }
+        Command::Tables { table, format } => {
+            let ds = Dataset::open(&data)?;
+            let listing = match table {
+                None => dpq::config::describe::tables(&ds.config),
+                Some(t) => dpq::config::describe::describe(&ds.config, &t).map_err(UsageError)?,
+            };
+            super::out(&output::render_listing(&listing, format))
         }
         Command::Explain { sql, privacy, format } => {
             let options = query_options(&privacy, false)?;
@@ -189,7 +196,13 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         Command::Cluster { role } => cluster(role),
-        Command::Serve { listen, tls_cert, tls_key, max_connections, statement_timeout, engine } => {
+        Command::Serve { listen, tls_cert, tls_key, max_connections, statement_timeout, engine, allow_plaintext } => {
+            if !listen.ip().is_loopback() && tls_cert.is_none() && !allow_plaintext {
+                return Err(UsageError(format!(
+                    "dpq serve --listen {listen} without TLS would send answers and queries across the network in clear\n  fix: add --tls-cert FILE --tls-key FILE (clients then connect with sslmode=require), listen on 127.0.0.1, or pass --allow-plaintext"
+                ))
+                .into());
+            }
             serve(&data, listen, tls_cert.zip(tls_key), max_connections, statement_timeout, &engine)
         }
         Command::Analyst { action } => analyst_command(&data, action),
@@ -346,6 +359,83 @@ fn print_highlights(r: &dpq::report::ReportResult) -> Result<()> {
 
 /// The annual report spec, embedded so that `dpq demo` works from any directory.
 pub const ANNUAL_REPORT: &str = include_str!("../../queries/annual_report.toml");
+
+/// The SQL of `dpq query`: the argument, `-` (stdin), or `-f FILE`.
+fn sql_text(sql: Option<String>, file: Option<std::path::PathBuf>) -> Result<String> {
+    let from_stdin = || -> Result<String> {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading the SQL from stdin")?;
+        Ok(s)
+    };
+    match (sql, file) {
+        (Some(s), _) if s == "-" => from_stdin(),
+        (Some(s), _) => Ok(s),
+        (None, Some(f)) if f.as_os_str() == "-" => from_stdin(),
+        (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| UsageError(format!("cannot read {}: {e}", f.display())).into()),
+        (None, None) => Err(UsageError("give the SQL as an argument, with -f FILE, or - to read it from stdin".into()).into()),
+    }
+}
+
+/// The statements of a request; none is a usage error.
+pub fn statements_of(text: &str) -> Result<Vec<String>> {
+    let statements = dpq::sqltext::split(text).map_err(|e| UsageError(format!("the SQL does not tokenize: {e}")))?;
+    if statements.is_empty() {
+        return Err(UsageError("the SQL is empty: write a query, e.g. dpq query \"SELECT COUNT(*) FROM messages\"".into()).into());
+    }
+    Ok(statements.into_iter().map(|s| s.trim().to_string()).collect())
+}
+
+/// Run statements in order, printing each answer; stop at the first error
+/// (naming which statement failed when there are several). `SHOW TABLES` and
+/// `DESCRIBE t` are answered from dpq.toml.
+pub async fn run_statements(session: &Session, statements: &[String], options: &QueryOptions, format: OutputFormat) -> Result<()> {
+    let many = statements.len() > 1;
+    let mut json = Vec::new();
+    for (i, sql) in statements.iter().enumerate() {
+        let fail = |e: anyhow::Error| if many { e.context(format!("statement {} of {}: {}", i + 1, statements.len(), first_line(sql))) } else { e };
+        let text = match dpq::sqltext::discovery(sql) {
+            Some(d) => {
+                let c = &session.dataset().config;
+                let listing = match d {
+                    dpq::sqltext::Discovery::Tables => dpq::config::describe::tables(c),
+                    dpq::sqltext::Discovery::Describe(t) => dpq::config::describe::describe(c, &t).map_err(|e| fail(dpq::Error::Query(e).into()))?,
+                };
+                if format == OutputFormat::Json {
+                    json.push(serde_json::to_value(&listing)?);
+                    continue;
+                }
+                output::render_listing(&listing, format)
+            }
+            None => {
+                let spinner = super::progress::spinner("running the DP query");
+                let r = session.query(sql, options).await;
+                spinner.finish_and_clear();
+                let r = r.map_err(|e| fail(e.into()))?;
+                if format == OutputFormat::Json && many {
+                    json.push(serde_json::from_str(&output::render(&r.result, format))?);
+                    continue;
+                }
+                output::render(&r.result, format)
+            }
+        };
+        if i > 0 {
+            super::out("\n")?;
+        }
+        super::out(&text)?;
+    }
+    if format == OutputFormat::Json {
+        let v = if many { serde_json::Value::Array(json) } else { json.pop().unwrap_or_default() };
+        if !v.is_null() {
+            super::out(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+        }
+    }
+    Ok(())
+}
+
+fn first_line(sql: &str) -> String {
+    let l = sql.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    if l.chars().count() > 60 { format!("{}…", l.chars().take(60).collect::<String>()) } else { l.to_string() }
+}
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

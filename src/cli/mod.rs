@@ -97,7 +97,31 @@ pub enum Command {
         messages_per_day: f64,
     },
     /// Create a dataset directory with a commented dpq.toml.
-    Init { dir: PathBuf },
+    ///
+    /// Example:
+    ///   dpq init mydata && dpq --data mydata tables
+    #[command(verbatim_doc_comment)]
+    Init {
+        /// The directory to create (it must not hold a dpq.toml yet).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The dataset's tables, or one table's columns, from dpq.toml (public:
+    /// names, types, privacy units, bounds, domains; never the data).
+    ///
+    /// Examples:
+    ///   dpq tables
+    ///   dpq tables messages
+    ///   dpq query "SHOW TABLES"   and   dpq query "DESCRIBE messages"   say the same
+    #[command(verbatim_doc_comment)]
+    Tables {
+        /// A table to describe (its columns).
+        #[arg(value_name = "TABLE")]
+        table: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
     /// Generate synthetic event logs of a messaging app.
     Generate {
         #[arg(long)]
@@ -129,9 +153,24 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<FormatArg>,
     },
-    /// Answer an aggregate SQL query with differential privacy.
+    /// Answer aggregate SQL with differential privacy: each noisy value with its
+    /// error bar, charged to the dataset's budget (a repeated question replays
+    /// its stored answer for free).
+    ///
+    /// Examples:
+    ///   dpq query "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind"
+    ///   dpq query --epsilon 0.2 "SELECT AVG(length) FROM messages"
+    ///   dpq query -f questions.sql        # several statements, separated by ;
+    ///   echo "SELECT COUNT(*) FROM calls" | dpq query -
+    ///   dpq query "SHOW TABLES; DESCRIBE messages"
+    #[command(verbatim_doc_comment)]
     Query {
-        sql: String,
+        /// The SQL: one or more statements separated by `;`, or `-` to read them from stdin.
+        #[arg(value_name = "SQL", required_unless_present = "file", conflicts_with = "file")]
+        sql: Option<String>,
+        /// Read the SQL from FILE (`-` for stdin).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         privacy: PrivacyArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -218,6 +257,10 @@ pub enum Command {
         /// Execution engine for bounded plans: `local`, `standalone` or `df://host:port`.
         #[arg(long, default_value = "local")]
         engine: String,
+        /// Listen on a non-loopback address without TLS (answers and queries
+        /// then cross the network in clear; passwords never do: SCRAM).
+        #[arg(long)]
+        allow_plaintext: bool,
     },
     /// Manage the analysts who may connect to `dpq serve` (analysts.toml).
     ///

@@ -310,3 +310,19 @@ pub fn render_verify(v: &VerifyReport, format: OutputFormat) -> String {
         }
     }
 }
+
+/// A listing from the configuration (`dpq tables`, `SHOW TABLES`, `DESCRIBE t`).
+pub fn render_listing(l: &dpq::config::describe::Listing, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string_pretty(l).unwrap() + "\n",
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let _ = w.write_record(&l.headers);
+            for r in &l.rows {
+                let _ = w.write_record(r);
+            }
+            String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+        }
+        OutputFormat::Table => table(&l.headers, &l.rows),
+    }
+}

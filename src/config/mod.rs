@@ -5,6 +5,7 @@
 //! private data. Every validation error names the file, the key and the fix.
 
 pub mod analysts;
+pub mod describe;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -209,7 +209,7 @@ fn interval_exprs(e: &Expr, schema: &DFSchemaRef) -> Result<Vec<Expr>> {
     let name = e.schema_name().to_string();
     let out_name = match e {
         Expr::Column(c) => c.name.clone(),
-        _ => name.clone(),
+        _ => crate::sqltext::sql_notation(&name),
     };
     if noisy.len() > 1 || !monotone(e, &noisy[0]) {
         return Err(refused(

@@ -9,50 +9,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-/// Byte offset of a 1-based (line, column-in-chars) location.
-pub(crate) fn offset(text: &str, line: u64, column: u64) -> usize {
-    let mut l = 1u64;
-    let mut start = 0usize;
-    if line > 1 {
-        for (i, b) in text.bytes().enumerate() {
-            if b == b'\n' {
-                l += 1;
-                if l == line {
-                    start = i + 1;
-                    break;
-                }
-            }
-        }
-        if l != line {
-            return text.len();
-        }
-    }
-    text[start..].char_indices().nth(column.saturating_sub(1) as usize).map(|(i, _)| start + i).unwrap_or(text.len())
-}
-
-/// The statements of a request, as text slices (empty ones dropped).
-pub fn split(sql: &str) -> Result<Vec<String>, String> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location().map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut from = 0usize;
-    for t in &tokens {
-        if t.token == Token::SemiColon {
-            let at = offset(sql, t.span.start.line, t.span.start.column);
-            out.push(sql[from..at].to_string());
-            from = at + 1;
-        }
-    }
-    out.push(sql[from.min(sql.len())..].to_string());
-    Ok(out.into_iter().filter(|s| !is_blank(s)).collect())
-}
-
-/// Only whitespace and comments.
-pub fn is_blank(sql: &str) -> bool {
-    match Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
-        Ok(tokens) => tokens.iter().all(|t| matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF)),
-        Err(_) => false,
-    }
-}
+pub use crate::sqltext::{offset, split};
 
 /// Where a statement goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,14 +195,6 @@ mod tests {
 
     fn kind(sql: &str) -> Kind {
         classify(sql, &parse_one(sql).unwrap(), &tables())
-    }
-
-    #[test]
-    fn splits_on_top_level_semicolons_only() {
-        let s = split("SELECT ';' AS a; -- c;\n SELECT 2 /* ; */;;  ").unwrap();
-        assert_eq!(s, vec!["SELECT ';' AS a".to_string(), " -- c;\n SELECT 2 /* ; */".to_string()]);
-        assert!(split(" ; -- x\n").unwrap().is_empty());
-        assert_eq!(split("SELECT 'é'; SELECT 1").unwrap(), vec!["SELECT 'é'".to_string(), " SELECT 1".to_string()]);
     }
 
     #[test]

@@ -169,3 +169,98 @@ fn defaults_count_within_five_percent_on_demo_sized_data() {
     let v = json(&data, &["query", "SELECT age_group, COUNT(*) FROM users GROUP BY age_group", "--epsilon", "0.5", "--format", "json"]);
     assert_eq!(v["bias"]["kind"], "none");
 }
+
+/// SQL from a file, from stdin, several statements per request; an empty
+/// request is a usage error (exit 2); a failing statement is named.
+#[test]
+fn query_reads_files_stdin_and_several_statements() {
+    let (d, data) = dataset();
+    let file = d.path().join("q.sql");
+    std::fs::write(&file, "-- two questions\nSELECT COUNT(*) AS n FROM calls;\n\nSELECT chat_kind, COUNT(*) AS m\n  FROM messages\n GROUP BY chat_kind;\n")
+        .unwrap();
+    let out = ok(&data, &["query", "-f", file.to_str().unwrap(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let answers = v.as_array().expect("several statements give a JSON array");
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0]["columns"][0], "n");
+    assert_eq!(answers[1]["columns"][0], "chat_kind");
+    // stdin, with `-`
+    let mut child = dpq()
+        .arg("--data")
+        .arg(&data)
+        .args(["query", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"SELECT COUNT(*) AS c FROM users").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("privacy: ε="), "{}", String::from_utf8_lossy(&o.stdout));
+    // an empty request
+    let r = run(&data, &["query", " ; -- nothing\n"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("the SQL is empty"), "{}", r.stderr);
+    let r = run(&data, &["query"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // the second of two statements is refused: named, exit 1, the first answered
+    let r = run(&data, &["query", "SELECT COUNT(*) FROM calls; SELECT user_id FROM calls"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("privacy: ε="), "the first answer is printed: {}", r.stdout);
+    assert!(r.stderr.contains("statement 2 of 2: SELECT user_id FROM calls") && r.stderr.contains("refused"), "{}", r.stderr);
+}
+
+/// Schema discovery from dpq.toml: `dpq tables`, `SHOW TABLES`, `DESCRIBE t`.
+#[test]
+fn tables_and_describe_come_from_the_configuration() {
+    let (_d, data) = dataset();
+    let out = ok(&data, &["tables"]);
+    assert!(out.contains("messages") && out.contains("private, unit user_id") && out.contains("public (answered exactly)"), "{out}");
+    let out = ok(&data, &["tables", "messages"]);
+    for s in ["length", "int64", "[0, 2000]", "chat_kind", "private, group", "values of emoji_catalog.emoji", "privacy unit"] {
+        assert!(out.contains(s), "{s} missing:\n{out}");
+    }
+    let out = ok(&data, &["query", "SHOW TABLES; DESCRIBE users"]);
+    assert!(out.contains("emoji_catalog") && out.contains("age_group"), "{out}");
+    let j = json(&data, &["query", "desc messages", "--format", "json"]);
+    assert_eq!(j["headers"][0], "column");
+    let r = run(&data, &["tables", "mesages"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did you mean `messages`?"), "{}", r.stderr);
+    // nothing was charged
+    let b = json(&data, &["budget", "--format", "json"]);
+    assert_eq!(b["for_reference"]["charges"], 0, "{b}");
+}
+
+/// Errors that teach: the closest table, column, function or keyword, and a
+/// caret under a syntax error; never DataFusion's notation.
+#[test]
+fn errors_suggest_what_was_meant() {
+    let (_d, data) = dataset();
+    let cases: &[(&str, &[&str])] = &[
+        ("SELECT COUNT(*) FROM mesages", &["unknown table `mesages`", "did you mean `messages`?", "SHOW TABLES"]),
+        ("SELECT chat_knd, COUNT(*) FROM messages GROUP BY chat_knd", &["unknown column `chat_knd`", "did you mean `chat_kind`?"]),
+        ("SELECT CONT(*) FROM messages", &["unknown function `cont`", "did you mean `count`?"]),
+        (
+            "SELECT COUNT(*) FORM messages",
+            &["syntax error", "(line 1, column 22)", "  SELECT COUNT(*) FORM messages\n                       ^", "did you mean FROM instead of `FORM`?"],
+        ),
+        (
+            "SELECT\n  COUNT(*)\nFROM messages WHER length > 3",
+            &["(line 3, column 20)", "  FROM messages WHER length > 3\n                     ^", "did you mean WHERE"],
+        ),
+        ("SELECT COUNT(*) FILTER (WHERE length > 10) FROM messages", &["refused: count(*) FILTER (WHERE messages.length > 10)"]),
+    ];
+    for (sql, want) in cases {
+        let r = run(&data, &["explain", sql]);
+        assert_eq!(r.code, 1, "{sql}: {}", r.stderr);
+        for w in *want {
+            assert!(r.stderr.contains(w), "{sql}: `{w}` missing in:\n{}", r.stderr);
+        }
+        for bad in ["Utf8(", "Int64(", "ParserError(", "datafusion.public", "Schema error"] {
+            assert!(!r.stderr.contains(bad), "{sql}: `{bad}` in:\n{}", r.stderr);
+        }
+    }
+}

@@ -265,3 +265,13 @@ fn fifty_concurrent_clients_spend_exactly_what_they_are_told() {
     assert!(out.status.success(), "load.py failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ok: the ledger holds exactly the announced charges"), "{stdout}");
 }
+
+/// Plain TCP only on loopback: a network address needs TLS or an explicit
+/// --allow-plaintext.
+#[test]
+fn serve_refuses_plaintext_on_the_network() {
+    let (_d, data) = crate::util::dataset();
+    let r = crate::util::run(&data, &["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--tls-cert") && r.stderr.contains("--allow-plaintext"), "{}", r.stderr);
+}

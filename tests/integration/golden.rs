@@ -83,6 +83,24 @@ fn check(file: &str, min_cases: usize) {
         }
         v
     });
+    // what a person reads is SQL: never DataFusion's debug notation for literals and types
+    // (the bounded plan excepted: it is DataFusion's plan, shown as EXPLAIN shows plans;
+    // dpq's panic hook withholds panic messages: the offending text is printed first)
+    let mut notation = Vec::new();
+    for (c, a) in cases.iter().zip(&outs) {
+        let a = a.split("bounded plan (").next().unwrap_or(a);
+        for bad in
+            ["Utf8(", "Utf8View(", "Int64(", "Int32(", "Float64(", "Boolean(", "Date32(", "TimestampMicrosecond(", " AS Int64)", " AS Utf8)", " AS Float64)"]
+        {
+            if a.contains(bad) {
+                notation.push(format!("{file} {}: DataFusion notation `{bad}` in what dpq prints:\n{a}", c.name));
+            }
+        }
+    }
+    if !notation.is_empty() {
+        eprintln!("{}", notation.join("\n"));
+    }
+    assert!(notation.is_empty(), "{} outputs show DataFusion notation", notation.len());
     if std::env::var_os("DPQ_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, render(&cases, &outs)).unwrap();
         return;

@@ -48,7 +48,7 @@ impl Analyzer<'_> {
             ));
         };
         let fname = func.name().to_ascii_lowercase();
-        let display = name.to_string();
+        let display = crate::sqltext::sql_notation(name);
         if params.filter.is_some() {
             return Err(refused(
                 format!("{display} with a FILTER clause"),

@@ -39,7 +39,7 @@ impl Analyzer<'_> {
                 }
             }
         }
-        Ok(Key { expr: total, data_type, domain, display: g.schema_name().to_string(), unit_attr: info.unit_attr })
+        Ok(Key { expr: total, data_type, domain, display: crate::sqltext::sql_notation(&g.schema_name().to_string()), unit_attr: info.unit_attr })
     }
 }
 

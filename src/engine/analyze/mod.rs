@@ -232,7 +232,7 @@ pub const PARSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2
 /// Parse on a helper thread and give up after [`PARSE_DEADLINE`]. A parse that
 /// runs over is abandoned: its thread finishes (with a parse error) in the
 /// background, or ends with the process — the CLI exits right after the error.
-fn parse_with_deadline(state: &datafusion::execution::SessionState, sql: &str) -> Result<datafusion::sql::parser::Statement> {
+fn parse_with_deadline(state: &datafusion::execution::SessionState, sql: &str, config: &Config) -> Result<datafusion::sql::parser::Statement> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let st = state.clone();
     let text = sql.to_string();
@@ -245,7 +245,7 @@ fn parse_with_deadline(state: &datafusion::execution::SessionState, sql: &str) -
         })
         .map_err(|e| EngineError::Invalid(format!("cannot start the SQL parser: {e}")))?;
     match rx.recv_timeout(PARSE_DEADLINE) {
-        Ok(r) => r.map_err(super::error::sql),
+        Ok(r) => r.map_err(|e| super::error::planning(e, sql, config)),
         Err(_) => Err(EngineError::Sql(format!(
             "invalid query: the SQL parser gave up after {} s on this text (some malformed inputs, such as dotted names inside unclosed `[`, make it backtrack without end); check the syntax",
             PARSE_DEADLINE.as_secs()
@@ -256,8 +256,8 @@ fn parse_with_deadline(state: &datafusion::execution::SessionState, sql: &str) -
 /// Parse and analyse `sql`.
 pub async fn analyze(ctx: &SessionContext, config: &Config, domains: &PublicDomains, sql: &str) -> Result<Analysis> {
     let state = ctx.state();
-    let statement = parse_with_deadline(&state, sql)?;
-    let plan = state.statement_to_plan(statement).await.map_err(super::error::sql)?;
+    let statement = parse_with_deadline(&state, sql, config)?;
+    let plan = state.statement_to_plan(statement).await.map_err(|e| super::error::planning(e, sql, config))?;
     match &plan {
         LogicalPlan::Statement(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
             return Err(refused(node_name(&plan), "dpq answers SELECT queries only; it never changes data", "write a SELECT … GROUP BY query"));
