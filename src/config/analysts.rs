@@ -85,6 +85,17 @@ impl Analysts {
         };
         let mut analysts = BTreeMap::new();
         for (name, q) in &raw.analysts {
+            // the name is the login, the ledger's record and the quota's key: one
+            // canonical form (a longer name was cut to 64 characters in the
+            // ledger and lost its quota: found by the gateway attack)
+            if !valid_name(name) {
+                return Err(ConfigError::Parse {
+                    file: file.into(),
+                    message: format!(
+                        "analyst name {name:?}: use 1 to 63 letters, digits, `_`, `.`, `-` or `@` (it is also the PostgreSQL user name clients connect as)"
+                    ),
+                });
+            }
             analysts.insert(name.clone(), Analyst { quota: quota(q, &format!("analysts.{name}"))?, scram: q.scram.clone() });
         }
         Ok(Analysts { default_quota, analysts })
@@ -183,6 +194,11 @@ mod tests {
         assert_eq!(Analysts::parse("", "analysts.toml").unwrap().quota("x"), None);
         assert!(Analysts::parse("[analysts.x]\nepsilon = -1\n", "analysts.toml").is_err());
         assert!(Analysts::parse("[analysts.x]\nbogus = 1\n", "analysts.toml").is_err());
+        // names the ledger would record differently are refused
+        for bad in [format!("\"{}\"", "a".repeat(66)), "\" \"".into(), "\"al\\nice\"".into(), "\"bob smith\"".into()] {
+            let e = Analysts::parse(&format!("[analysts.{bad}]\nepsilon = 1\n"), "analysts.toml").unwrap_err().to_string();
+            assert!(e.contains("analyst name"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub fn server_version() -> String {
     format!("PostgreSQL 16.6 (dpq {} differentially private gateway)", env!("CARGO_PKG_VERSION"))
 }
 
+/// The most rows a catalog query may return.
+pub const MAX_CATALOG_ROWS: usize = 100_000;
+
 pub struct Catalog {
     ctx: SessionContext,
     parser: PostgresCompatibilityParser,
@@ -134,7 +137,12 @@ fn to_regtype_udf() -> ScalarUDF {
 impl Catalog {
     pub fn new(ds: &Dataset) -> Result<Catalog, Error> {
         let cfg = SessionConfig::new().with_default_catalog_and_schema(DATABASE, "public").with_information_schema(true);
-        let ctx = SessionContext::new_with_config(cfg);
+        // catalog queries are small: a bounded memory pool (a hostile cross join fails, the server stays)
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(256 << 20)))
+            .build_arc()
+            .map_err(|e| Error::Internal(format!("catalog runtime: {e}")))?;
+        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
         let mut tables = Vec::new();
         for name in ds.config.tables.keys() {
             let schema = declared_schema(ds, name);
@@ -150,12 +158,36 @@ impl Catalog {
         Ok(Catalog { ctx, parser: PostgresCompatibilityParser::new(), tables })
     }
 
-    /// The result of a catalog query (after the compatibility rewrite).
+    /// The result of a catalog query (after the compatibility rewrite), up
+    /// to [`MAX_CATALOG_ROWS`] rows: a cross join of catalog tables must not
+    /// take the server's memory (found by the gateway attack).
     pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+        use futures::StreamExt;
         let plan = self.plan(sql).await?;
         let df = self.ctx.execute_logical_plan(plan).await.map_err(|e| e.to_string())?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| e.to_string())?;
+        let task_ctx = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await.map_err(|e| e.to_string())?;
+        // joins without an equality (cross joins, nested loops) are what a
+        // hostile catalog query multiplies: its CPU outlives the statement
+        // timeout (found by the gateway attack); clients' catalog queries join
+        // on oids, which plan as hash joins
+        fn nested(p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> bool {
+            matches!(p.name(), "NestedLoopJoinExec" | "CrossJoinExec") || p.children().into_iter().any(nested)
+        }
+        if nested(&physical) {
+            return Err("a catalog query may join only on equality conditions (a cross join of catalog tables is refused)".into());
+        }
+        let mut stream = datafusion::physical_plan::execute_stream(physical, task_ctx).map_err(|e| e.to_string())?;
+        let (mut batches, mut rows) = (Vec::new(), 0usize);
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| e.to_string())?;
+            rows += b.num_rows();
+            if rows > MAX_CATALOG_ROWS {
+                return Err(format!("a catalog query may return at most {MAX_CATALOG_ROWS} rows"));
+            }
+            batches.push(b);
+        }
         Ok((schema, batches))
     }
 

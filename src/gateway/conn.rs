@@ -96,7 +96,8 @@ enum Auth {
     Offered(String),
     /// Server-first sent.
     Exchanging(String, Box<Exchange>),
-    Done(String),
+    /// Logged in: the analyst and the verifier they logged in with.
+    Done(String, String),
 }
 
 struct State {
@@ -110,6 +111,9 @@ struct State {
 
 pub struct Conn {
     shared: Arc<Shared>,
+    /// The client's address and whether it connected with TLS (from the front door).
+    peer: std::net::SocketAddr,
+    secure: bool,
     state: std::sync::Mutex<State>,
     /// This connection holds one of the `max_connections` slots.
     counted: AtomicBool,
@@ -128,9 +132,11 @@ impl Drop for Conn {
 pub struct Handlers(Arc<Conn>);
 
 impl Handlers {
-    pub fn new(shared: Arc<Shared>) -> Handlers {
+    pub fn new(shared: Arc<Shared>, peer: std::net::SocketAddr, secure: bool) -> Handlers {
         Handlers(Arc::new(Conn {
             shared,
+            peer,
+            secure,
             state: std::sync::Mutex::new(State { auth: Auth::Initial, settings: Settings::default(), params: BTreeMap::new(), last: None }),
             counted: AtomicBool::new(false),
             parser: Arc::new(Parser),
@@ -150,8 +156,12 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-fn log(who: &str, from: std::net::SocketAddr, what: &str) {
-    eprintln!("{} {from} {who}: {what}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"));
+/// One log line. The analyst name comes from the client (before
+/// authentication, anything): control characters are escaped, so a name
+/// cannot forge lines (found by the gateway attack).
+pub(crate) fn log(who: &str, from: std::net::SocketAddr, what: &str) {
+    let clean = |s: &str| -> String { s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect() };
+    eprintln!("{} {from} {}: {}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"), clean(who), clean(what));
 }
 
 fn parameter_provider() -> DefaultServerParameterProvider {
@@ -175,16 +185,6 @@ impl StartupHandler for Conn {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
-                if !self.counted.swap(true, Ordering::SeqCst) {
-                    let n = self.shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                    if n > self.shared.options.max_connections {
-                        log("-", client.socket_addr(), "refused: too many connections");
-                        return Err(sqlstate::fatal(
-                            sqlstate::TOO_MANY,
-                            format!("sorry, too many clients already (this gateway serves {} connections at once)", self.shared.options.max_connections),
-                        ));
-                    }
-                }
                 let Some(user) = client.metadata().get(METADATA_USER).cloned() else {
                     return Err(sqlstate::fatal("28000", "no user name given: connect as an analyst of analysts.toml (psql -U NAME)"));
                 };
@@ -220,13 +220,29 @@ impl StartupHandler for Conn {
                         let resp = msg.into_sasl_response()?;
                         match ex.finish(&resp.data) {
                             Ok(server_final) => {
+                                // a connection slot is taken by an authenticated analyst only
+                                // (unauthenticated clients are limited by the front door)
+                                if !self.counted.swap(true, Ordering::SeqCst) {
+                                    let n = self.shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                                    if n > self.shared.options.max_connections {
+                                        log(&user, self.peer, "refused: too many connections");
+                                        return Err(sqlstate::fatal(
+                                            sqlstate::TOO_MANY,
+                                            format!(
+                                                "sorry, too many clients already (this gateway serves {} connections at once)",
+                                                self.shared.options.max_connections
+                                            ),
+                                        ));
+                                    }
+                                }
                                 client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(server_final.into_bytes().into()))).await?;
-                                log(&user, client.socket_addr(), if client.is_secure() { "logged in (TLS)" } else { "logged in" });
-                                self.state.lock().unwrap().auth = Auth::Done(user);
+                                log(&user, self.peer, if self.secure { "logged in (TLS)" } else { "logged in" });
+                                let verifier = self.shared.verifier_text(&user).unwrap_or_default();
+                                self.state.lock().unwrap().auth = Auth::Done(user, verifier);
                                 finish_authentication(client, &parameter_provider()).await?;
                             }
                             Err(Failure::Rejected) => {
-                                log(&user, client.socket_addr(), "authentication failed");
+                                log(&user, self.peer, "authentication failed");
                                 return Err(sqlstate::fatal(sqlstate::AUTH, format!("password authentication failed for user \"{user}\"")));
                             }
                             Err(Failure::Protocol(m)) => return Err(sqlstate::fatal("08P01", m)),
@@ -258,6 +274,14 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if sql.len() > MAX_STATEMENT_BYTES {
+            return Err(sqlstate::user(error(
+                "54000",
+                format!("statement too long: {} bytes (the gateway accepts up to {MAX_STATEMENT_BYTES})", sql.len()),
+                None,
+                None,
+            )));
+        }
         let parts = statement::split(sql).map_err(|m| sqlstate::user(error(sqlstate::SYNTAX, m, None, None)))?;
         if parts.len() > 1 {
             return Err(sqlstate::user(error(sqlstate::SYNTAX, "cannot insert multiple commands into a prepared statement", None, None)));
@@ -357,7 +381,20 @@ fn notices(a: &Answer) -> Vec<String> {
 impl Conn {
     fn analyst(&self) -> Result<String, ErrorInfo> {
         match &self.state.lock().unwrap().auth {
-            Auth::Done(u) => Ok(u.clone()),
+            Auth::Done(u, v) => {
+                // analysts.toml is read again for every statement: a removed
+                // analyst or a changed password ends what an open connection
+                // may do (otherwise it would go on, and without a quota)
+                if self.shared.verifier_text(u).as_deref() != Some(v.as_str()) {
+                    return Err(error(
+                        "28000",
+                        format!("analyst \"{u}\" was removed from analysts.toml or their password changed"),
+                        None,
+                        Some("reconnect with the current password".into()),
+                    ));
+                }
+                Ok(u.clone())
+            }
             _ => Err(error("28000", "not authenticated", None, None)),
         }
     }
@@ -494,7 +531,7 @@ impl Conn {
             "dpq.max_groups_per_unit" => s.max_groups_per_unit.unwrap_or(d.max_groups_per_unit).to_string(),
             "dpq.max_rows_per_group" => s.max_rows_per_group.unwrap_or(d.max_rows_per_group).to_string(),
             "dpq.analyst" => match &st.auth {
-                Auth::Done(u) => u.clone(),
+                Auth::Done(u, _) => u.clone(),
                 _ => String::new(),
             },
             other => {
@@ -598,8 +635,30 @@ impl Conn {
         }
     }
 
-    /// The schema a statement's rows will have (empty: no rows).
+    /// The schema a statement's rows will have (empty: no rows), within the
+    /// statement timeout.
     async fn describe(&self, sql: &str) -> Result<SchemaRef, ErrorInfo> {
+        guard(sql).await?;
+        self.timed(self.describe_inner(sql)).await?
+    }
+
+    /// `fut` within the statement timeout (every kind of statement: catalog
+    /// queries, explain and describe evaluate public parts too).
+    async fn timed<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, ErrorInfo> {
+        match self.shared.options.statement_timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+                error(
+                    sqlstate::TIMEOUT,
+                    "canceling statement due to statement timeout",
+                    Some(format!("the gateway's statement timeout is {} s", t.as_secs())),
+                    Some("ask the data owner to raise [gateway] statement_timeout, or narrow the query".into()),
+                )
+            }),
+            None => Ok(fut.await),
+        }
+    }
+
+    async fn describe_inner(&self, sql: &str) -> Result<SchemaRef, ErrorInfo> {
         let st = statement::parse_one(sql).map_err(|(m, p)| syntax(sql, m, p))?;
         Ok(match statement::classify(sql, &st, &self.shared.catalog.tables) {
             Kind::Set { .. } | Kind::SetOther | Kind::Reset(_) | Kind::Begin | Kind::Commit | Kind::Rollback | Kind::Noop(_) => Arc::new(Schema::empty()),
@@ -613,8 +672,18 @@ impl Conn {
         })
     }
 
-    /// Run one statement.
+    /// Run one statement, within the statement timeout.
     async fn run<C>(&self, client: &mut C, sql: &str, format: &Format, described: Option<SchemaRef>) -> Result<Response, ErrorInfo>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        guard(sql).await?;
+        self.timed(self.run_inner(client, sql, format, described)).await?
+    }
+
+    async fn run_inner<C>(&self, client: &mut C, sql: &str, format: &Format, described: Option<SchemaRef>) -> Result<Response, ErrorInfo>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -666,7 +735,7 @@ impl Conn {
                     Some(t) => match tokio::time::timeout(t, fut).await {
                         Ok(r) => r,
                         Err(_) => {
-                            log(session.analyst(), client.socket_addr(), "statement timeout");
+                            log(session.analyst(), self.peer, "statement timeout");
                             return Err(error(
                                 sqlstate::TIMEOUT,
                                 "canceling statement due to statement timeout",
@@ -681,13 +750,13 @@ impl Conn {
                     None => fut.await,
                 };
                 let answer = answer.map_err(|e| {
-                    log(session.analyst(), client.socket_addr(), &format!("{}: {}", e.kind(), e.to_string().lines().next().unwrap_or("")));
+                    log(session.analyst(), self.peer, &format!("{}: {}", e.kind(), e.to_string().lines().next().unwrap_or("")));
                     sqlstate::of(&e)
                 })?;
                 if let Some(p) = &answer.privacy {
                     log(
                         session.analyst(),
-                        client.socket_addr(),
+                        self.peer,
                         &format!("answered (ledger entry {}, ε={}{})", p.entry.unwrap_or(0), p.epsilon, if p.replayed { ", replayed" } else { "" }),
                     );
                 }
@@ -704,11 +773,43 @@ impl Conn {
                 if let (serde_json::Value::Object(m), Some(b)) = (&mut last, &answer.bias) {
                     m.insert("bias".into(), serde_json::to_value(b).unwrap_or_default());
                 }
+                // a replay of another analyst's answer does not say who asked it
+                if let serde_json::Value::Object(m) = &mut last
+                    && m.get("analyst").and_then(|a| a.as_str()).is_some_and(|a| a != session.analyst())
+                {
+                    m.insert("analyst".into(), serde_json::Value::String("another analyst".into()));
+                }
                 self.state.lock().unwrap().last = Some(last);
                 rows(answer.batch)
             }
         }
     }
+}
+
+/// The longest statement text the gateway accepts.
+pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
+
+/// Parse `sql` once on a thread of its own, within the parser deadline,
+/// before the gateway's own inline parses (classification, the catalog's
+/// rewrite, parameter types) see it: some malformed texts of ~130 bytes make
+/// sqlparser backtrack for minutes, which inline would stall a runtime worker
+/// and every client behind it (found by the gateway attack). Over-long texts
+/// are refused first.
+async fn guard(sql: &str) -> Result<(), ErrorInfo> {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(error(
+            "54000",
+            format!("statement too long: {} bytes (the gateway accepts up to {MAX_STATEMENT_BYTES})", sql.len()),
+            None,
+            Some("split the request into smaller statements".into()),
+        ));
+    }
+    let text = sql.to_string();
+    crate::engine::analyze::parse_on_thread(move || {
+        let _ = datafusion::sql::sqlparser::parser::Parser::parse_sql(&datafusion::sql::sqlparser::dialect::PostgreSqlDialect {}, &text);
+    })
+    .await
+    .map_err(|e| error(sqlstate::SYNTAX, e.to_string(), None, None))
 }
 
 /// A syntax error with its position (1-based, in characters, as PostgreSQL reports).
@@ -779,7 +880,10 @@ impl Conn {
     /// Declared types, else inferred over the declared (empty) tables, else text.
     async fn parameter_types(&self, stmt: &StoredStatement<Prepared>) -> Vec<Type> {
         let n = stmt.statement.params;
-        let inferred = self.shared.catalog.parameter_types(&stmt.statement.sql, n).await;
+        let inferred = match guard(&stmt.statement.sql).await {
+            Ok(()) => self.timed(self.shared.catalog.parameter_types(&stmt.statement.sql, n)).await.unwrap_or_else(|_| vec![None; n]),
+            Err(_) => vec![None; n],
+        };
         (0..n)
             .map(|i| match stmt.parameter_types.get(i).cloned().flatten() {
                 Some(t) if t != Type::UNKNOWN => t,

@@ -23,6 +23,7 @@
 
 mod catalog;
 mod conn;
+mod front;
 mod params;
 pub mod scram;
 mod sqlstate;
@@ -91,8 +92,10 @@ pub(crate) struct Shared {
     pub catalog: catalog::Catalog,
     /// Per-process secret for the decoy salts of unknown names.
     pub decoy_secret: [u8; 32],
-    /// Connections being served.
+    /// Authenticated connections being served.
     pub connections: AtomicUsize,
+    /// Connections not yet authenticated (the front door's count).
+    pub pending: front::Pending,
     /// Statements running (shutdown waits for them).
     pub running: AtomicUsize,
     pub idle: tokio::sync::Notify,
@@ -119,8 +122,14 @@ impl Shared {
     /// The verifier of `name` from analysts.toml, read on every login (a
     /// changed password or a removed analyst takes effect at once).
     pub fn verifier(&self, name: &str) -> Option<scram::Verifier> {
+        self.verifier_text(name).and_then(|v| scram::Verifier::parse(&v).ok())
+    }
+
+    /// The stored verifier text of `name`, read from analysts.toml now (each
+    /// statement checks it is still the one its connection logged in with).
+    pub fn verifier_text(&self, name: &str) -> Option<String> {
         let analysts = crate::config::analysts::Analysts::load(&self.data).ok()?;
-        analysts.analysts.get(name)?.scram.as_deref().and_then(|v| scram::Verifier::parse(v).ok())
+        analysts.analysts.get(name)?.scram.clone()
     }
 }
 
@@ -165,6 +174,28 @@ fn tls_acceptor(files: &TlsFiles) -> Result<pgwire::tokio::TlsAcceptor, Error> {
     Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The secret the decoy salts of unknown names derive from, kept in
+/// `gateway.secret` (0600) beside dpq.toml: the same across restarts, so an
+/// unknown name's salt stays as stable as a real analyst's (with a secret per
+/// process, a restart told the two apart: found by the gateway attack).
+fn decoy_secret(data: &Path) -> Result<[u8; 32], Error> {
+    let path = data.join("gateway.secret");
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(s) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(s);
+    }
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| Error::Internal("no randomness".into()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).map_err(|e| Error::Data(format!("cannot write {}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut f, &secret).map_err(|e| Error::Data(format!("cannot write {}: {e}", path.display())))?;
+    Ok(secret)
+}
+
 /// A running gateway: its address, and a handle to stop it.
 pub struct Server {
     pub local_addr: SocketAddr,
@@ -202,8 +233,7 @@ pub async fn start(data: impl AsRef<Path>, options: ServeOptions) -> Result<Serv
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}\n  hint: choose another port with --listen 127.0.0.1:PORT", options.listen)))?;
     let local_addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    let mut secret = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| Error::Internal("no randomness".into()))?;
+    let secret = decoy_secret(&data)?;
     let shared = Arc::new(Shared {
         data,
         options,
@@ -211,6 +241,7 @@ pub async fn start(data: impl AsRef<Path>, options: ServeOptions) -> Result<Serv
         catalog,
         decoy_secret: secret,
         connections: AtomicUsize::new(0),
+        pending: front::Pending::default(),
         running: AtomicUsize::new(0),
         idle: tokio::sync::Notify::new(),
     });
@@ -219,12 +250,16 @@ pub async fn start(data: impl AsRef<Path>, options: ServeOptions) -> Result<Serv
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((socket, _)) = accepted else { continue };
-                    let handlers = Arc::new(conn::Handlers::new(shared.clone()));
+                    let Ok((socket, peer)) = accepted else {
+                        // out of file descriptors, or a connection reset while queued:
+                        // back off instead of spinning on the error
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let _ = socket.set_nodelay(true);
                     let tls = tls.clone();
-                    tokio::spawn(async move {
-                        let _ = pgwire::tokio::process_socket(socket, tls, handlers).await;
-                    });
+                    let shared = shared.clone();
+                    tokio::spawn(front::serve(socket, peer, tls, shared));
                 }
                 _ = stopped.changed() => break,
             }

@@ -80,13 +80,17 @@ pub fn literal(value: Option<&[u8]>, ty: &Type, binary: bool) -> Result<String, 
             Type::DATE => {
                 let days = i32::from_be_bytes(v.try_into().map_err(|_| "a binary date parameter of the wrong size".to_string())?);
                 // PostgreSQL counts days from 2000-01-01
-                let d = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap() + chrono::Duration::days(days as i64);
+                let d = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+                    .and_then(|base| base.checked_add_signed(chrono::Duration::days(days as i64)))
+                    .ok_or_else(|| format!("a binary date parameter out of range ({days} days from 2000-01-01)"))?;
                 format!("CAST('{d}' AS DATE)")
             }
             Type::TIMESTAMP | Type::TIMESTAMPTZ => {
                 let micros = i64::from_be_bytes(be(8)?);
                 let base = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
-                let t = base + chrono::Duration::microseconds(micros);
+                let t = base
+                    .checked_add_signed(chrono::Duration::microseconds(micros))
+                    .ok_or_else(|| format!("a binary timestamp parameter out of range ({micros} µs from 2000-01-01)"))?;
                 format!("CAST('{}' AS TIMESTAMP)", t.format("%Y-%m-%d %H:%M:%S%.6f"))
             }
             _ => return Err(format!("binary parameters of type {ty} are not supported; send them in text format")),
@@ -105,6 +109,17 @@ pub fn literal(value: Option<&[u8]>, ty: &Type, binary: bool) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Out-of-range binary dates and timestamps are a parameter error, not a
+    /// panic (found by the gateway attack: a DATE of 0x7fffffff days).
+    #[test]
+    fn binary_dates_out_of_range_are_errors() {
+        assert!(literal(Some(&i32::MAX.to_be_bytes()), &Type::DATE, true).is_err());
+        assert!(literal(Some(&i32::MIN.to_be_bytes()), &Type::DATE, true).is_err());
+        assert!(literal(Some(&i64::MAX.to_be_bytes()), &Type::TIMESTAMP, true).is_err());
+        assert!(literal(Some(&i64::MIN.to_be_bytes()), &Type::TIMESTAMPTZ, true).is_err());
+        assert_eq!(literal(Some(&1i32.to_be_bytes()), &Type::DATE, true).unwrap(), "CAST('2000-01-02' AS DATE)");
+    }
 
     #[test]
     fn parameters_never_become_syntax() {

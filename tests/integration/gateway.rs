@@ -275,3 +275,121 @@ fn serve_refuses_plaintext_on_the_network() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--tls-cert") && r.stderr.contains("--allow-plaintext"), "{}", r.stderr);
 }
+
+/// A startup packet for `user` (protocol 3.0).
+fn startup_packet(user: &str) -> Vec<u8> {
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", "dpq")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    p.extend(body);
+    p
+}
+
+/// Whether the server closes `s` within `secs` (reading what it sends meanwhile).
+fn closed_within(s: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The gateway attack's findings, as regressions: unauthenticated clients
+/// can neither send large messages nor hold connection slots; a pathological
+/// statement does not stall other clients; a catalog cross join is stopped;
+/// a client's user name cannot forge log lines; an analyst whose password
+/// changes loses an open connection.
+#[test]
+fn hostile_clients_do_not_take_the_gateway() {
+    let (_d, data) = gateway_dataset();
+    let s = serve(&data, &["--max-connections", "3", "--statement-timeout", "3s"]);
+    let addr = format!("127.0.0.1:{}", s.port);
+
+    // a 1 GB query announced before authentication: the connection is closed at its header
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(&startup_packet("nosuchuser")).unwrap();
+    let mut huge = vec![b'Q'];
+    huge.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    huge.extend_from_slice(&[b'x'; 4096]);
+    c.write_all(&huge).unwrap();
+    assert!(closed_within(&mut c, 5), "an unauthenticated 1 GB message is refused at its header");
+
+    // unauthenticated clients that never answer SCRAM take no connection slot
+    let stalled: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(&startup_packet("alice")).unwrap();
+            c
+        })
+        .collect();
+    let r = psql(s.port, "alice", ALICE, "", &["-c", "SELECT 1 AS one"]);
+    assert_eq!(r.code, 0, "an analyst logs in past six stalled clients on a 3-slot gateway: {}", r.stderr);
+    // and the stalled ones are dropped at the authentication deadline
+    let mut first = stalled.into_iter().next().unwrap();
+    assert!(closed_within(&mut first, 15), "a client that does not authenticate is dropped");
+
+    // the fuzzer's pathological text: refused within the parse deadline, others go on
+    let evil = "SELECT dat .a.LECTu .a .a.LECTu .CTA .a .a.LECTu .a [dtS .a.LECTu .at .a.LECTu .a .a.LECTu .CTA .a .a.LECTu .a [dtS .a.LECTu .a .a.L";
+    let port = s.port;
+    let attacker = std::thread::spawn(move || psql(port, "bob", BOB, "", &["-c", evil]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let r = psql(s.port, "alice", ALICE, "", &["-c", "SELECT version()"]);
+    eprintln!("another client during the pathological parse: {:?}", t.elapsed());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "another client waited {:?}", t.elapsed());
+    let a = attacker.join().unwrap();
+    assert_ne!(a.code, 0);
+    assert!(a.stderr.contains("42601"), "{}", a.stderr);
+
+    // a catalog cross join ends (row limit, memory pool or timeout), the server stays
+    let t = std::time::Instant::now();
+    let r = psql(
+        s.port,
+        "alice",
+        ALICE,
+        "",
+        &["-c", "SELECT count(*) FROM pg_catalog.pg_class a, pg_catalog.pg_class b, pg_catalog.pg_class c, pg_catalog.pg_class d, pg_catalog.pg_class e"],
+    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    eprintln!("the cross join ended after {:?}: {}", t.elapsed(), r.stderr.lines().next().unwrap_or(""));
+    let r = psql(s.port, "alice", ALICE, "", &["-c", "SELECT 1 AS still_here"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // a user name cannot forge a log line (a failed login logs the name)
+    let forged = Command::new(psql_bin())
+        .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-d", "dpq", "-X", "-c", "SELECT 1"])
+        .arg("-U")
+        .arg("x\n2026-01-01T00:00:00Z 127.0.0.1:1 alice: logged in (TLS)")
+        .env("PGPASSWORD", "wrong-password")
+        .output()
+        .unwrap();
+    assert!(!forged.status.success());
+
+    // a changed password ends what an open connection may do
+    let cmd = format!(
+        "\\! printf 'carol-new-password-4\\n' | {} --data {} analyst add carol --quota-epsilon 0.5 --replace >/dev/null",
+        env!("CARGO_BIN_EXE_dpq"),
+        data.display()
+    );
+    let r = psql(s.port, "carol", CAROL, "", &["-c", "SELECT 1 AS before", "-c", &cmd, "-c", "SELECT COUNT(*) AS n FROM calls"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("28000") && r.stderr.contains("password changed"), "{}", r.stderr);
+    let log = s.log.lock().unwrap().clone();
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")), "a forged line in the log:\n{log}");
+    assert!(log.contains("\\n2026-01-01"), "the name is printed escaped:\n{log}");
+}

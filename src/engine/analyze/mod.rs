@@ -229,34 +229,73 @@ fn node_name(p: &LogicalPlan) -> String {
 /// fuzz target; the upstream family is datafusion-sqlparser-rs #2344/#2352).
 pub const PARSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Parse on a helper thread and give up after [`PARSE_DEADLINE`]. A parse that
-/// runs over is abandoned: its thread finishes (with a parse error) in the
-/// background, or ends with the process — the CLI exits right after the error.
-fn parse_with_deadline(state: &datafusion::execution::SessionState, sql: &str, config: &Config) -> Result<datafusion::sql::parser::Statement> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+/// Parse threads still running past their deadline (abandoned: such a
+/// thread keeps going until sqlparser returns, which for some inputs is hours).
+static ABANDONED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// With this many abandoned parses still running, new parses are refused:
+/// runaway parses cannot take every core.
+pub const MAX_ABANDONED: usize = 2;
+
+/// Run a parse on a thread of its own and wait for it — without blocking the
+/// async runtime — for at most [`PARSE_DEADLINE`]. A parse that runs over is
+/// abandoned: its thread ends when sqlparser returns, or with the process.
+/// With [`MAX_ABANDONED`] abandoned parses still running, refuses at once.
+pub async fn parse_on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if ABANDONED.load(Ordering::SeqCst) >= MAX_ABANDONED {
+        return Err(EngineError::Sql(format!(
+            "the SQL parser is busy: {MAX_ABANDONED} malformed statements have been parsing for longer than {} s (texts that make it backtrack); try again later",
+            PARSE_DEADLINE.as_secs()
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // set by whichever comes second of "the parse ended" and "the deadline passed"
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let spawned = std::thread::Builder::new().name("dpq-sql-parse".into()).stack_size(8 << 20).spawn(move || {
+        let r = f();
+        if d.swap(true, Ordering::SeqCst) {
+            // the deadline passed first and counted this thread as abandoned
+            ABANDONED.fetch_sub(1, Ordering::SeqCst);
+        }
+        let _ = tx.send(r);
+    });
+    if let Err(e) = spawned {
+        return Err(EngineError::Invalid(format!("cannot start the SQL parser: {e}")));
+    }
+    match tokio::time::timeout(PARSE_DEADLINE, rx).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(super::error::internal("the SQL parser's thread ended without an answer")),
+        Err(_) => {
+            if !done.swap(true, Ordering::SeqCst) {
+                ABANDONED.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(EngineError::Sql(format!(
+                "invalid query: the SQL parser gave up after {} s on this text (some malformed inputs, such as dotted names inside unclosed `[`, make it backtrack without end); check the syntax",
+                PARSE_DEADLINE.as_secs()
+            )))
+        }
+    }
+}
+
+/// Parse with DataFusion's parser, within [`PARSE_DEADLINE`].
+async fn parse_with_deadline(state: &datafusion::execution::SessionState, sql: &str, config: &Config) -> Result<datafusion::sql::parser::Statement> {
     let st = state.clone();
     let text = sql.to_string();
-    std::thread::Builder::new()
-        .name("dpq-sql-parse".into())
-        .stack_size(8 << 20)
-        .spawn(move || {
-            let dialect = st.config().options().sql_parser.dialect;
-            let _ = tx.send(st.sql_to_statement(&text, &dialect));
-        })
-        .map_err(|e| EngineError::Invalid(format!("cannot start the SQL parser: {e}")))?;
-    match rx.recv_timeout(PARSE_DEADLINE) {
-        Ok(r) => r.map_err(|e| super::error::planning(e, sql, config)),
-        Err(_) => Err(EngineError::Sql(format!(
-            "invalid query: the SQL parser gave up after {} s on this text (some malformed inputs, such as dotted names inside unclosed `[`, make it backtrack without end); check the syntax",
-            PARSE_DEADLINE.as_secs()
-        ))),
-    }
+    let r = parse_on_thread(move || {
+        let dialect = st.config().options().sql_parser.dialect;
+        st.sql_to_statement(&text, &dialect)
+    })
+    .await?;
+    r.map_err(|e| super::error::planning(e, sql, config))
 }
 
 /// Parse and analyse `sql`.
 pub async fn analyze(ctx: &SessionContext, config: &Config, domains: &PublicDomains, sql: &str) -> Result<Analysis> {
     let state = ctx.state();
-    let statement = parse_with_deadline(&state, sql, config)?;
+    let statement = parse_with_deadline(&state, sql, config).await?;
     let plan = state.statement_to_plan(statement).await.map_err(|e| super::error::planning(e, sql, config))?;
     match &plan {
         LogicalPlan::Statement(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
