@@ -11,12 +11,9 @@ fn main() {
     match cli::run(args) {
         Ok(()) => {}
         // a closed pipe (`dpq budget --log | head -1`) is the reader's choice, not a failure
-        Err(err) if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {}
+        Err(err) if cli::is_broken_pipe(&err) => {}
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprintln!("error: {}", cli::error_text(&err));
             std::process::exit(cli::exit_code(&err));
         }
     }

@@ -69,6 +69,13 @@ pub fn run(args: Args) -> Result<()> {
                 run_statements(&session, &statements, &options, format).await
             })
         }
+        Command::Shell { privacy, format } => {
+            let options = query_options(&privacy, false)?;
+            runtime()?.block_on(async {
+                let session = open_session(&data, &analyst, &privacy).await?;
+                super::shell::run(&session, &options, format).await
+            })
+        }
         Command::Tables { table, format } => {
             let ds = Dataset::open(&data)?;
             let listing = match table {

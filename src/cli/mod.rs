@@ -16,6 +16,7 @@ macro_rules! outp {
 mod commands;
 pub mod output;
 pub mod progress;
+mod shell;
 
 use std::path::PathBuf;
 
@@ -178,6 +179,25 @@ pub enum Command {
         /// Draw new noise and charge again instead of replaying a stored answer.
         #[arg(long)]
         fresh: bool,
+    },
+    /// An interactive SQL shell: statements end with `;` and may span lines,
+    /// history (~/.dpq_history), Tab completes tables, columns and keywords.
+    /// Every query is charged as `dpq query` charges it.
+    ///
+    /// Dot commands: .tables  .schema [TABLE]  .budget  .explain on|off
+    ///               .format table|csv|json  .help  .quit
+    ///
+    /// Example:
+    ///   cd mydata && dpq shell
+    ///   dpq> SELECT chat_kind, COUNT(*)
+    ///     -> FROM messages GROUP BY chat_kind;
+    #[command(verbatim_doc_comment)]
+    Shell {
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        /// How answers are printed (also `.format` in the shell).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
     /// What a query would cost and how accurate it would be (spends nothing).
     Explain {
@@ -451,6 +471,20 @@ impl From<MechanismArg> for MechanismKind {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// A closed pipe (`dpq budget --log | head -1`): the reader's choice, not a failure.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// An error and its causes, one per line.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut s = err.to_string();
+    for cause in err.chain().skip(1) {
+        s.push_str(&format!("\n  caused by: {cause}"));
+    }
+    s
+}
 
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 }

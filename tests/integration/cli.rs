@@ -264,3 +264,24 @@ fn errors_suggest_what_was_meant() {
         }
     }
 }
+
+/// `dpq shell` driven through a pseudo-terminal as a person would use it:
+/// dot commands, a statement over two lines completed with Tab, the up arrow
+/// (a free replay), .explain, .format, an error that teaches, .quit and the
+/// saved history (tests/shell/drive.py; Python's standard library only).
+#[test]
+fn the_shell_works_at_a_terminal() {
+    let (d, data) = dataset();
+    let history = d.path().join("history");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shell/drive.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_dpq"))
+        .arg(&data)
+        .arg(&history)
+        .output()
+        .expect("python3 runs (.ci/run has it)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "drive.py failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all shell steps passed"), "{stdout}");
+}
