@@ -213,8 +213,12 @@ pub fn run(args: Args) -> Result<()> {
             serve(&data, listen, tls_cert.zip(tls_key), max_connections, statement_timeout, &engine)
         }
         Command::Analyst { action } => analyst_command(&data, action),
-        Command::Report { spec, out, plan, fresh } => {
-            let spec = dpq::session::Spec::load(&spec)?;
+        Command::Report { spec, builtin, out, plan, fresh } => {
+            let spec = match (spec, builtin.as_deref()) {
+                (Some(path), _) => dpq::session::Spec::load(&path)?,
+                (None, Some("annual")) => dpq::session::Spec::parse(ANNUAL_REPORT, "--builtin annual")?,
+                _ => return Err(UsageError("give a report spec file, or --builtin annual".into()).into()),
+            };
             runtime()?.block_on(async {
                 let session = Session::open_with(&data, SessionOptions { analyst: Some(analyst.clone()), ..Default::default() }).await?;
                 let p = session.report_plan(&spec).await?;

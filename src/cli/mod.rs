@@ -207,15 +207,29 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// Produce a multi-query report from a TOML spec.
+    /// Produce a multi-query report from a TOML spec (docs/reports.md): one
+    /// charge, its ε split over the sections, every number with its error bar,
+    /// and the privacy statement, as index.html, report.md and report.json.
+    ///
+    /// Examples:
+    ///   dpq report --builtin annual --plan      # the yearly report's ε split and expected errors
+    ///   dpq report --builtin annual --out report
+    ///   dpq report my_report.toml --out report
+    #[command(verbatim_doc_comment)]
     Report {
-        spec: PathBuf,
+        /// The report spec (TOML; see docs/reports.md).
+        #[arg(value_name = "SPEC", required_unless_present = "builtin", conflicts_with = "builtin")]
+        spec: Option<PathBuf>,
+        /// A spec built into dpq instead of a file: `annual` (the messaging app's year in review).
+        #[arg(long, value_name = "NAME", value_parser = ["annual"])]
+        builtin: Option<String>,
         /// Output directory for index.html, report.md and report.json.
-        #[arg(long, default_value = "report")]
+        #[arg(long, default_value = "report", value_name = "DIR")]
         out: PathBuf,
         /// Print the plan (per-section ε and expected error) without spending.
         #[arg(long)]
         plan: bool,
+        /// Draw new noise and charge again instead of replaying the stored report.
         #[arg(long)]
         fresh: bool,
     },

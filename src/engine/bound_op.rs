@@ -239,7 +239,17 @@ impl AggregateUDFImpl for BoundUdaf {
         let key_types: Vec<DataType> = args.expr_fields[1..1 + cfg.keys].iter().map(|f| f.data_type().clone()).collect();
         let unit_conv = RowConverter::new(vec![SortField::new(unit_type)])?;
         let key_conv = if cfg.radix.is_none() && cfg.keys > 0 { Some(RowConverter::new(key_types.into_iter().map(SortField::new).collect())?) } else { None };
-        Ok(Box::new(BoundAccumulator { limits: cfg.value_limits()?, seed: cfg.seed()?, cfg, n_args, unit_conv, key_conv, unit: None, items: Vec::new() }))
+        Ok(Box::new(BoundAccumulator {
+            limits: cfg.value_limits()?,
+            seed: cfg.seed()?,
+            cfg,
+            n_args,
+            unit_conv,
+            key_conv,
+            unit: None,
+            items: Vec::new(),
+            bytes: 0,
+        }))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![Arc::new(Field::new(format!("{}[state]", args.name), DataType::Binary, true))])
@@ -269,6 +279,10 @@ struct BoundAccumulator {
     /// The person's identity (row-encoded unit value).
     unit: Option<Vec<u8>>,
     items: Vec<Item>,
+    /// Heap bytes of `items`, kept as they are added: DataFusion asks every
+    /// group's size after every batch, and summing the items each time was
+    /// 12 % of a 10 M-event query's CPU.
+    bytes: usize,
 }
 
 fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -285,6 +299,11 @@ fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N]> {
 }
 
 impl BoundAccumulator {
+    /// The heap bytes one item holds (its key and its value statistics).
+    fn item_bytes(key_len: usize, values: usize) -> usize {
+        key_len + 24 + values * 40
+    }
+
     fn group_key(&self, key_cols: &[ArrayRef], i: usize) -> Result<Option<Vec<u8>>> {
         if self.cfg.keys == 0 {
             return Ok(Some(vec![]));
@@ -359,6 +378,7 @@ impl BoundAccumulator {
                 let sum_sq = i128::from_le_bytes(take::<16>(b)?);
                 values.push(ValueStats { count, sum, sum_sq });
             }
+            self.bytes += Self::item_bytes(g.len(), values.len());
             self.items.push(Item { g, rows, bin: if bin == 0 { None } else { Some((bin - 1) as u32) }, values });
         }
         Ok(())
@@ -449,6 +469,7 @@ impl Accumulator for BoundAccumulator {
                     sum_sq: q.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i)).unwrap_or(0),
                 })
                 .collect();
+            self.bytes += Self::item_bytes(g.len(), self.cfg.values.len());
             self.items.push(Item { g, rows: if rows_col.is_null(i) { 0 } else { rows_col.value(i) as u64 }, bin, values: vals });
         }
         Ok(())
@@ -492,7 +513,7 @@ impl Accumulator for BoundAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.items.iter().map(|i| i.g.len() + 24 + i.values.len() * 40).sum::<usize>()
+        std::mem::size_of::<Self>() + self.bytes
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {

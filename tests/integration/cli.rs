@@ -285,3 +285,16 @@ fn the_shell_works_at_a_terminal() {
     assert!(out.status.success(), "drive.py failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("all shell steps passed"), "{stdout}");
 }
+
+/// The README's tour, verbatim, from a fresh directory (.ci/tour): every
+/// command in it works as written.
+#[test]
+fn the_readme_tour_runs_verbatim() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dpq"));
+    let target = bin.parent().and_then(|d| d.parent()).expect("target/debug/dpq");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/tour");
+    let out = std::process::Command::new("bash").arg(script).env("CARGO_TARGET_DIR", target).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the README tour failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("README tour: ok"), "{stdout}");
+}
