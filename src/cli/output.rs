@@ -299,7 +299,7 @@ pub fn render_verify(v: &VerifyReport, format: OutputFormat) -> String {
             };
             if !v.unfinished.is_empty() {
                 out.push_str(&format!(
-                    "note: {} charged entr{} without a result ({}): interrupted runs; running the same query again finishes {} at no extra cost\n",
+                    "note: {} charged entr{} without a result ({}): interrupted runs; running the same query again records {} as failed (never redrawn; --fresh pays for a new attempt)\n",
                     v.unfinished.len(),
                     if v.unfinished.len() == 1 { "y" } else { "ies" },
                     v.unfinished.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),

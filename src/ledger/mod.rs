@@ -212,7 +212,8 @@ pub struct Stored {
 pub enum Replay {
     /// The answer that was shown before (hash-checked).
     Stored(Stored),
-    /// Charged but never answered (the process died): finish it with new randomness.
+    /// Charged but never answered (the process died): the protocol records it
+    /// as a failure for its analyst (never redrawn); another analyst pays anew.
     Unfinished { entry: i64, hash: String },
 }
 

@@ -325,8 +325,8 @@ fn concurrent_ingest_and_query() {
     assert_eq!(json(&data, &["budget", "--verify", "--format", "json"])["ok"], true);
 }
 
-/// SIGKILL during a report: the ledger verifies and the report can be produced
-/// afterwards (recomputed from its stored seed if it was charged).
+/// SIGKILL during a report: the ledger verifies; a charged report ends as a
+/// recorded failure (never redrawn), an uncharged one is produced afterwards.
 #[test]
 fn sigkill_during_report_is_recoverable() {
     let (d, data) = dataset();

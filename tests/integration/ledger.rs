@@ -81,8 +81,8 @@ fn spent(data: &std::path::Path) -> String {
 
 /// SIGKILL a querying process at random moments, many times. Afterwards the
 /// chain verifies, every charge is accounted, and every answer that was printed
-/// belongs to a charged entry holding that same answer. Interrupted charges are
-/// finished by the next run at no extra cost.
+/// belongs to a charged entry holding that same answer. An interrupted charge
+/// ends as a recorded failure at the next run (never redrawn).
 #[test]
 fn sigkill_at_random_points_never_loses_a_charge_or_shows_an_uncharged_result() {
     let (_d, data) = dataset();
