@@ -25,15 +25,22 @@ pub fn fmt_f(f: f64) -> String {
     // −0 prints as 0
     let f = if f == 0.0 { 0.0 } else { f };
     let a = f.abs();
-    if a >= 1e6 || (a > 0.0 && a < 1e-3) {
-        format!("{f:.4e}")
+    // whole numbers print whole (`± 7`, `[0, 9]`, not `± 7.000`, `[0.0000, 9.000]`)
+    if f.fract() == 0.0 && a < 1e15 {
+        return format!("{f:.0}");
+    }
+    let s = if a >= 1e6 || (a > 0.0 && a < 1e-3) {
+        return format!("{f:.4e}");
     } else if a >= 1000.0 {
         format!("{f:.1}")
     } else if a >= 1.0 {
         format!("{f:.3}")
     } else {
         format!("{f:.4}")
-    }
+    };
+    // no trailing zeros after the point: 0.5, not 0.5000
+    let t = s.trim_end_matches('0');
+    t.strip_suffix('.').unwrap_or(t).to_string()
 }
 
 /// A noisy cell: `value ± half-width` when its interval is symmetric about the
@@ -89,4 +96,25 @@ pub fn table(headers: &[String], rows: &[Vec<String>]) -> String {
 /// Display width on a terminal (wide characters such as emoji and CJK count as two).
 fn unicode_width(s: &str) -> usize {
     unicode_width::UnicodeWidthStr::width(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_without_padding() {
+        assert_eq!(fmt_f(7.0), "7");
+        assert_eq!(fmt_f(-0.0), "0");
+        assert_eq!(fmt_f(0.5), "0.5");
+        assert_eq!(fmt_f(221.91745), "221.917");
+        assert_eq!(fmt_f(27261.04), "27261");
+        assert_eq!(fmt_f(27261.25), "27261.2");
+        assert_eq!(fmt_f(1.5e7), "15000000");
+        assert_eq!(fmt_f(1.5e-5), "1.5000e-5");
+        let cell = serde_json::json!({"value": 2, "ci_low": 0.0, "ci_high": 9.0});
+        assert_eq!(cell_text(&cell), "2 [0, 9]");
+        let cell = serde_json::json!({"value": 286, "ci_low": 279.0, "ci_high": 293.0});
+        assert_eq!(cell_text(&cell), "286 ± 7");
+    }
 }

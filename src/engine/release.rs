@@ -212,10 +212,16 @@ fn interval_exprs(e: &Expr, schema: &DFSchemaRef) -> Result<Vec<Expr>> {
         _ => crate::sqltext::sql_notation(&name),
     };
     if noisy.len() > 1 || !monotone(e, &noisy[0]) {
+        let names: Vec<String> = noisy.iter().map(|c| c.name.clone()).collect();
+        // the expression itself, not its alias
+        let name = match e {
+            Expr::Alias(a) => a.expr.schema_name().to_string(),
+            _ => name,
+        };
         return Err(refused(
             format!("the output expression `{name}`"),
             "it combines noisy aggregates in a way dpq cannot attach an honest confidence interval to",
-            "return the aggregates as separate columns (AVG is computed for you; use it for ratios of sums to counts)",
+            ratio_fix(&name, &names),
         ));
     }
     let c = &noisy[0];
@@ -353,4 +359,30 @@ pub fn to_result(batches: &[RecordBatch], confidence: f64) -> QueryResult {
 /// Public queries: plain values.
 pub fn plain_result(batches: &[RecordBatch]) -> QueryResult {
     to_result(batches, 0.0)
+}
+
+/// The way out of a refused combination of noisy aggregates, as SQL to paste
+/// where a pattern is recognised: a sum over a count is `AVG`, a share is
+/// the `AVG` of a 0/1 `CASE`, rows per person is a per-person sub-query.
+pub fn ratio_fix(expr: &str, noisy: &[String]) -> String {
+    let inner = |n: &str, f: &str| n.strip_prefix(f).and_then(|r| r.strip_suffix(')')).map(str::to_string);
+    let sum = noisy.iter().find_map(|n| inner(n, "sum("));
+    let count_all = noisy.iter().any(|n| n == "count(*)" || n.starts_with("count(") && !n.starts_with("count(DISTINCT"));
+    let distinct = noisy.iter().find_map(|n| inner(n, "count(DISTINCT "));
+    if !expr.contains(" / ") {
+        return "return the aggregates as separate columns and combine them after the release".into();
+    }
+    match (noisy.len(), sum, count_all, distinct) {
+        (2, Some(x), true, None) if x.starts_with("CASE") => {
+            format!("a share is the mean of a 0/1 expression, one aggregate with one interval: AVG({x}) (multiply by 100 for percent: 100 * AVG({x}))")
+        }
+        (2, Some(x), true, None) => format!("a sum over a count is a mean, one aggregate with one interval: AVG({x})"),
+        (2, None, true, Some(u)) => {
+            let u_bare = u.rsplit('.').next().unwrap_or(&u).to_string();
+            format!(
+                "rows per person is a mean over people, with a cap you choose: SELECT AVG(LEAST(n, 100)) FROM (SELECT {u_bare}, COUNT(*) AS n FROM … GROUP BY {u_bare}) AS per_person"
+            )
+        }
+        _ => "return the aggregates as separate columns; for a ratio of a sum to a count use AVG(x), for a share AVG(CASE WHEN … THEN 1 ELSE 0 END)".into(),
+    }
 }

@@ -1,8 +1,9 @@
 //! Rule: finite key domains of GROUP BY expressions, known without reading data.
 //!
 //! A key whose values are known in advance (dpq.toml `domain = …`, a public
-//! table, `CASE … THEN literal`, a `date_part` field, a boolean) is released for
-//! every value of its domain, zero-filled, so absent keys reveal nothing and no
+//! table, `CASE … THEN literal`, a `date_part` field, a boolean, an integer
+//! expression whose range dpq.toml's bounds make small) is released for every
+//! value of its domain, zero-filled, so absent keys reveal nothing and no
 //! δ is spent on partition selection. Anything else has no domain here.
 
 use datafusion::arrow::datatypes::DataType;
@@ -52,15 +53,47 @@ pub fn infer_domain(e: &Expr, schema: &DFSchema, col: &dyn Fn(&datafusion::commo
         Expr::ScalarFunction(f) if f.func.name() == "clamp" => None,
         _ => {
             // casts of a column with a domain: cast the values
-            if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = e {
-                let inner = infer_domain(expr, schema, col)?;
+            if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = e
+                && let Some(inner) = infer_domain(expr, schema, col)
+            {
                 let mut vals = inner.values.iter().map(|v| v.cast_to(&ty)).collect::<Result<Vec<_>, _>>().ok()?;
                 dedup(&mut vals);
                 return Some(Domain { values: vals, source: inner.source });
             }
-            None
+            integer_range(e, &ty, col)
         }
     }
+}
+
+/// The most values an integer range may have to serve as a domain.
+pub const MAX_RANGE_DOMAIN: i64 = 1000;
+
+/// An integer-typed key whose range follows from dpq.toml's bounds (public)
+/// through arithmetic — `(x / 3600) % 24`, `x % 7`, `length / 100` over
+/// `length` bounded [0, 2000] — has every integer of that range as its
+/// domain, when there are at most [`MAX_RANGE_DOMAIN`] of them. (A value
+/// outside the declared bounds can give a key outside the range: it is
+/// dropped, as any key outside a domain.)
+fn integer_range(e: &Expr, ty: &DataType, col: &dyn Fn(&datafusion::common::Column) -> Option<ColInfo>) -> Option<Domain> {
+    if !ty.is_integer() {
+        return None;
+    }
+    let (lo, hi) = super::bounds::finite(super::bounds::infer_bounds(e, col))?;
+    // a modulo's range is [0, m] (or [-m, m]) in the bounds' arithmetic; an
+    // integer remainder stays strictly inside: |x % m| ≤ m - 1
+    let (lo, hi) = match e {
+        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Modulo => {
+            let m = super::lit_f64(&b.right)?.abs();
+            (lo.max(1.0 - m), hi.min(m - 1.0))
+        }
+        _ => (lo, hi),
+    };
+    let (lo, hi) = (lo.ceil() as i64, hi.floor() as i64);
+    if hi < lo || hi - lo + 1 > MAX_RANGE_DOMAIN {
+        return None;
+    }
+    let vals = (lo..=hi).map(|v| ScalarValue::Int64(Some(v)).cast_to(ty)).collect::<Result<Vec<_>, _>>().ok()?;
+    Some(Domain { values: vals, source: format!("integer range [{lo}, {hi}] from the bounds in dpq.toml") })
 }
 
 fn dedup(vals: &mut Vec<ScalarValue>) {
@@ -100,6 +133,17 @@ mod tests {
         let case = when(col("n").gt(lit(3)), lit("big")).when(col("n").gt(lit(1)), lit("mid")).otherwise(lit("big")).unwrap();
         assert_eq!(infer_domain(&case, &schema, &info).unwrap().values.len(), 2, "duplicates removed");
         assert!(infer_domain(&col("n"), &schema, &info).is_none());
+        // integer arithmetic over bounded columns: the range is the domain
+        let bounded = |c: &Column| -> Option<ColInfo> { (c.name == "n").then(|| ColInfo { bounds: Some((0.0, 2000.0)), ..Default::default() }) };
+        let d = infer_domain(&(col("n") % lit(7i64)), &schema, &bounded).unwrap();
+        assert_eq!(d.values.first(), Some(&ScalarValue::Int64(Some(0))));
+        assert_eq!(d.values.len(), 7, "n % 7 takes 0..=6");
+        let d = infer_domain(&((col("n") / lit(100i64)) % lit(10i64)), &schema, &bounded).unwrap();
+        assert_eq!(d.values.len(), 10);
+        assert_eq!(infer_domain(&(col("n") / lit(100i64)), &schema, &bounded).unwrap().values.len(), 21);
+        assert!(infer_domain(&(col("n") * lit(10i64)), &schema, &bounded).is_none(), "20 001 values: too many");
+        assert_eq!(infer_domain(&(col("n") % lit(7i64)), &schema, &info).unwrap().values.len(), 13, "any integer: x % 7 in -6..=6");
+        assert!(infer_domain(&(col("n") / lit(7i64)), &schema, &info).is_none(), "no bounds, no range");
         assert!(infer_domain(&col("n").gt(lit(3)), &schema, &info).unwrap().values.len() == 2, "booleans");
     }
 }
