@@ -88,10 +88,12 @@ fn integer_range(e: &Expr, ty: &DataType, col: &dyn Fn(&datafusion::common::Colu
         }
         _ => (lo, hi),
     };
-    let (lo, hi) = (lo.ceil() as i64, hi.floor() as i64);
-    if hi < lo || hi - lo + 1 > MAX_RANGE_DOMAIN {
+    let (lo, hi) = (lo.ceil(), hi.floor());
+    // counted in f64 first: the ends can be far outside i64
+    if !(hi >= lo && hi - lo < MAX_RANGE_DOMAIN as f64) {
         return None;
     }
+    let (lo, hi) = (lo as i64, hi as i64);
     let vals = (lo..=hi).map(|v| ScalarValue::Int64(Some(v)).cast_to(ty)).collect::<Result<Vec<_>, _>>().ok()?;
     Some(Domain { values: vals, source: format!("integer range [{lo}, {hi}] from the bounds in dpq.toml") })
 }
