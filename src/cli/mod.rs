@@ -81,17 +81,23 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The one-command tour: synthetic logs → ingest → DP annual report.
+    ///
+    /// Examples:
+    ///   dpq demo                          # 20 000 people, two years: dpq-demo/report/index.html
+    ///   dpq demo --users 2000 --days 90   # a quicker one
+    #[command(verbatim_doc_comment)]
     Demo {
         /// Where to put the demo dataset and report.
-        #[arg(long, default_value = "dpq-demo")]
+        #[arg(long, default_value = "dpq-demo", value_name = "DIR")]
         out: PathBuf,
         /// Number of synthetic people.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, value_name = "N")]
         users: u64,
         /// Days of logs (two years by default).
-        #[arg(long, default_value_t = 731)]
+        #[arg(long, default_value_t = 731, value_name = "N")]
         days: u32,
-        #[arg(long, default_value_t = 7)]
+        /// Seed of the synthetic logs (the same seed gives the same logs).
+        #[arg(long, default_value_t = 7, value_name = "N")]
         seed: u64,
         /// Median messages per person per day in the synthetic logs.
         #[arg(long, default_value_t = 0.6)]
@@ -123,16 +129,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// Generate synthetic event logs of a messaging app.
+    /// Generate synthetic event logs of a messaging app: users, messages (with
+    /// emoji), calls, payments and the emoji catalogue, one file per table.
+    ///
+    /// Examples:
+    ///   dpq generate --users 1000 --days 365 --out logs
+    ///   dpq generate --users 200000 --days 30 --out logs --format parquet
+    #[command(verbatim_doc_comment)]
     Generate {
-        #[arg(long)]
+        /// Number of synthetic people.
+        #[arg(long, value_name = "N")]
         users: u64,
-        #[arg(long)]
+        /// Days of logs from --start.
+        #[arg(long, value_name = "N")]
         days: u32,
-        #[arg(long)]
+        /// Directory for the files (created).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        #[arg(long, default_value_t = 42)]
+        /// Seed (the same seed gives the same logs).
+        #[arg(long, default_value_t = 42, value_name = "N")]
         seed: u64,
+        /// File format.
         #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
         format: FormatArg,
         /// First day of the logs (YYYY-MM-DD).
@@ -142,10 +159,20 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0)]
         messages_per_day: f64,
     },
-    /// Ingest CSV, JSON Lines or Parquet files into a declared table.
+    /// Ingest CSV, JSON Lines or Parquet files into a table declared in
+    /// dpq.toml. Rows that do not match the declared types go to
+    /// quarantine/ with the reason; the same file twice is refused (--force).
+    ///
+    /// Examples:
+    ///   dpq --data mydata ingest messages logs/messages.csv
+    ///   dpq --data mydata ingest payments 2025-*.parquet
+    #[command(verbatim_doc_comment)]
     Ingest {
+        /// The table (declared in dpq.toml; see `dpq tables`).
+        #[arg(value_name = "TABLE")]
         table: String,
-        #[arg(required = true)]
+        /// The files to ingest.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Ingest even if the same content was ingested before.
         #[arg(long)]
@@ -174,6 +201,7 @@ pub enum Command {
         file: Option<PathBuf>,
         #[command(flatten)]
         privacy: PrivacyArgs,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
         /// Draw new noise and charge again instead of replaying a stored answer.
@@ -199,11 +227,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// What a query would cost and how accurate it would be (spends nothing).
+    /// What a query would cost and how accurate it would be (spends nothing):
+    /// the privacy unit, the contribution limits, each aggregate's noise and
+    /// expected error in the query's units, the budget before and after.
+    ///
+    /// Examples:
+    ///   dpq explain "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind"
+    ///   dpq explain --epsilon 0.1 "SELECT MEDIAN(length) FROM messages" --format json
+    #[command(verbatim_doc_comment)]
     Explain {
+        /// The query (or `-` to read it from stdin).
+        #[arg(value_name = "SQL")]
         sql: String,
         #[command(flatten)]
         privacy: PrivacyArgs,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -234,6 +272,15 @@ pub enum Command {
         fresh: bool,
     },
     /// Show the privacy budget ledger, verify it, export it, or change the budget.
+    ///
+    /// Examples:
+    ///   dpq budget                         # total, spent, remaining
+    ///   dpq budget --log --limit 20        # who spent what, when
+    ///   dpq budget --by-analyst
+    ///   dpq budget --verify                # recompute the hash chain and the totals
+    ///   dpq budget --export public/        # the public statement
+    ///   dpq budget set --epsilon 20 --reason "2026 report approved by the DPO"
+    #[command(verbatim_doc_comment)]
     Budget {
         #[command(subcommand)]
         action: Option<BudgetAction>,
@@ -258,6 +305,7 @@ pub enum Command {
         /// Write the public statement (statement.json and index.html) into DIR.
         #[arg(long, value_name = "DIR")]
         export: Option<PathBuf>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -319,7 +367,12 @@ pub enum Command {
         #[command(subcommand)]
         role: ClusterRole,
     },
-    /// Check an exported public statement, without the data.
+    /// Check an exported public statement, without the data: its hash chain,
+    /// totals and figures (what anyone holding statement.json can do).
+    ///
+    /// Example:
+    ///   dpq verify-statement public/ --anchor 42:5f3a…   # against a published head
+    #[command(verbatim_doc_comment)]
     VerifyStatement {
         /// The directory `dpq budget --export` wrote.
         #[arg(value_name = "DIR")]
@@ -435,11 +488,11 @@ pub enum AccountantArg {
 /// Per-query privacy parameters (override dpq.toml [defaults]).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PrivacyArgs {
-    /// ε to spend on this query.
-    #[arg(long)]
+    /// ε to spend on this query (default: dpq.toml [defaults] epsilon).
+    #[arg(long, value_name = "EPSILON")]
     pub epsilon: Option<String>,
-    /// δ to spend on this query.
-    #[arg(long)]
+    /// δ to spend on this query (default: dpq.toml [defaults] delta).
+    #[arg(long, value_name = "DELTA")]
     pub delta: Option<String>,
     /// L0: GROUP BY groups one person may touch.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -450,10 +503,11 @@ pub struct PrivacyArgs {
     /// L1: rows one person adds to the query in total.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows_per_unit: Option<u64>,
+    /// The noise: laplace (pure ε) or gaussian (zCDP, needs δ > 0) (default: dpq.toml [defaults] mechanism).
     #[arg(long, value_enum)]
     pub mechanism: Option<MechanismArg>,
-    /// Confidence level of the reported intervals.
-    #[arg(long)]
+    /// Confidence level of the reported intervals (default: dpq.toml [defaults] confidence, else 0.95).
+    #[arg(long, value_name = "LEVEL")]
     pub confidence: Option<f64>,
     /// Choose the contribution limits from the data (the default unless a --max-… limit is given).
     #[arg(long, conflicts_with = "fixed_bounds")]
@@ -502,4 +556,40 @@ pub fn error_text(err: &anyhow::Error) -> String {
 
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every command shows an example (in its own help or its parent's), and
+    /// every argument and flag says what it is.
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        fn walk(c: &clap::Command, path: &str, parent_example: bool, out: &mut Vec<String>) {
+            for sub in c.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let p = format!("{path} {}", sub.get_name());
+                let about = sub.get_long_about().or(sub.get_about()).map(|s| s.to_string()).unwrap_or_default();
+                let example = about.contains("Example");
+                if !example && !parent_example {
+                    out.push(format!("{p}: no example"));
+                }
+                for a in sub.get_arguments() {
+                    if a.is_hide_set() || ["help", "version"].contains(&a.get_id().as_str()) {
+                        continue;
+                    }
+                    if a.get_help().is_none() && a.get_long_help().is_none() {
+                        out.push(format!("{p} {}: no description", a.get_id()));
+                    }
+                }
+                walk(sub, &p, example, out);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Args::command(), "dpq", false, &mut missing);
+        assert!(missing.is_empty(), "help without an example or a description:\n{}", missing.join("\n"));
+    }
 }
