@@ -369,6 +369,9 @@ pub fn ratio_fix(expr: &str, noisy: &[String]) -> String {
     let sum = noisy.iter().find_map(|n| inner(n, "sum("));
     let count_all = noisy.iter().any(|n| n == "count(*)" || n.starts_with("count(") && !n.starts_with("count(DISTINCT"));
     let distinct = noisy.iter().find_map(|n| inner(n, "count(DISTINCT "));
+    if noisy.iter().any(|n| n.contains("ROWS BETWEEN") || n.contains(" OVER ")) || expr.contains("ROWS BETWEEN") {
+        return "a percent of total: release the counts per group (SELECT key, COUNT(*) … GROUP BY key) and divide each by their sum afterwards (post-processing of released numbers costs nothing), or ask for one group's share: 100 * AVG(CASE WHEN key = '…' THEN 1 ELSE 0 END)".into();
+    }
     if !expr.contains(" / ") {
         return "return the aggregates as separate columns and combine them after the release".into();
     }

@@ -123,3 +123,10 @@ fn golden_accepted_shapes() {
 fn golden_refused_shapes() {
     check("refused.slt", 25);
 }
+
+/// Fifty everyday questions of a new analyst (docs/sql.md, "Fifty questions"):
+/// which are answered, and how each refusal points to the way out.
+#[test]
+fn golden_fifty_questions() {
+    check("questions.slt", 50);
+}
