@@ -345,17 +345,45 @@ fn print_highlights(r: &dpq::report::ReportResult) -> Result<()> {
         outln!();
         outln!("{} (ε={}):", s.title, s.epsilon);
         let headers: Vec<String> = s.result.columns.iter().map(|c| c.name.clone()).collect();
-        let rows: Vec<Vec<String>> = s
-            .result
-            .rows
+        // a top-k section: each group's k largest (by the released value), not the first rows in key order
+        let mut picked: Vec<&serde_json::Map<String, serde_json::Value>> = s.result.rows.iter().collect();
+        let noisy = s.result.columns.iter().find(|c| c.noisy).map(|c| c.name.clone());
+        let released = |r: &serde_json::Map<String, serde_json::Value>| -> f64 {
+            noisy.as_ref().and_then(|n| r.get(n)).and_then(|v| v.get("value").or(Some(v))).and_then(|v| v.as_f64()).unwrap_or(f64::NEG_INFINITY)
+        };
+        if s.chart == dpq::report::spec::Chart::Topk {
+            let x = s.spec.as_ref().and_then(|sp| sp.x.clone());
+            let k = s.spec.as_ref().and_then(|sp| sp.k).unwrap_or(5);
+            picked.sort_by(|a, b| {
+                let ga = x.as_ref().and_then(|x| a.get(x)).map(|v| v.to_string()).unwrap_or_default();
+                let gb = x.as_ref().and_then(|x| b.get(x)).map(|v| v.to_string()).unwrap_or_default();
+                ga.cmp(&gb).then(released(b).total_cmp(&released(a)))
+            });
+            let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            picked.retain(|r| {
+                let g = x.as_ref().and_then(|x| r.get(x)).map(|v| v.to_string()).unwrap_or_default();
+                let n = seen.entry(g).or_insert(0);
+                *n += 1;
+                *n <= k
+            });
+        }
+        let limit = if s.chart == dpq::report::spec::Chart::Topk { picked.len() } else { 10 };
+        let rows: Vec<Vec<String>> = picked
             .iter()
-            .take(10)
+            .take(limit)
             .map(|row| s.result.columns.iter().map(|c| super::output::cell_text(row.get(&c.name).unwrap_or(&serde_json::Value::Null))).collect())
             .collect();
         outp!("{}", super::output::table(&headers, &rows));
         for d in &s.derived {
+            // a share whose interval is all of [0, 100 %] says nothing
+            let spans_all = !d.label.starts_with("growth") && d.ci_low <= 0.0 && d.ci_high >= 100.0;
+            if !d.value.is_finite() || !d.ci_low.is_finite() || !d.ci_high.is_finite() || spans_all {
+                outln!("{}: not enough data at this ε (the {:.0}% interval is unbounded or spans everything)", d.label, d.confidence * 100.0);
+                continue;
+            }
+            // derived figures (growth, shares) are percentages
             outln!(
-                "{}: {} ({:.0}% CI {} – {})",
+                "{}: {}% ({:.0}% CI {}% – {}%)",
                 d.label,
                 super::output::fmt_f(d.value),
                 d.confidence * 100.0,

@@ -335,7 +335,8 @@ struct Quarantine {
 
 impl Quarantine {
     fn new(data: &Path, table: &str, part_no: u64, source: &Path) -> Quarantine {
-        let stem = source.file_name().and_then(|n| n.to_str()).unwrap_or("input").replace(['/', ' '], "_");
+        // the source's name without its extension: broken.jsonl → ingest-…-broken.jsonl, not broken.jsonl.jsonl
+        let stem = source.file_stem().and_then(|n| n.to_str()).unwrap_or("input").replace(['/', ' '], "_");
         let dir = data.join("quarantine").join(table);
         Quarantine {
             tmp: dir.join(format!("ingest-{part_no:06}-{stem}.jsonl.tmp")),

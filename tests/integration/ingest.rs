@@ -61,7 +61,9 @@ fn bad_rows_are_quarantined_with_reasons_and_good_rows_kept() {
     assert!(out.contains("kept 3 rows, rejected 2"), "{out}");
     assert!(out.contains("1 × missing privacy unit"), "{out}");
     assert!(out.contains("1 × wrong type in column `ts`"), "{out}");
-    let q = std::fs::read_dir(data.join("quarantine/messages")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("more.csv")).unwrap();
+    let q = std::fs::read_dir(data.join("quarantine/messages")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("more")).unwrap();
+    // named after the source without its extension (not more.csv.jsonl)
+    assert!(q.file_name().unwrap().to_string_lossy().ends_with("-more.jsonl"), "{}", q.display());
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(q).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["line"], 3);
