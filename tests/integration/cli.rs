@@ -298,3 +298,21 @@ fn the_readme_tour_runs_verbatim() {
     assert!(out.status.success(), "the README tour failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("README tour: ok"), "{stdout}");
 }
+
+/// A domain table is needed only by the queries whose keys use it: with
+/// emoji_catalog not yet ingested, messages per chat kind are answered, and
+/// messages per emoji say what to ingest.
+#[test]
+fn domain_tables_are_needed_only_by_the_queries_that_use_them() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let logs = d.path().join("logs");
+    ok(d.path(), &["init", data.to_str().unwrap()]);
+    ok(d.path(), &["generate", "--users", "60", "--days", "10", "--out", logs.to_str().unwrap()]);
+    ok(&data, &["ingest", "messages", logs.join("messages.csv").to_str().unwrap()]);
+    let out = ok(&data, &["query", "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind"]);
+    assert!(out.contains("privacy: ε="), "{out}");
+    let r = run(&data, &["query", "SELECT emoji, COUNT(*) AS n FROM messages GROUP BY emoji"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("emoji_catalog") && r.stderr.contains("dpq ingest emoji_catalog"), "{}", r.stderr);
+}
