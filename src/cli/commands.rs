@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<()> {
             super::out(&output::render_listing(&listing, format))
         }
         Command::Explain { sql, privacy, format } => {
+            let sql = sql_text(Some(sql), None)?;
             let options = query_options(&privacy, false)?;
             runtime()?.block_on(async {
                 let session = open_session(&data, &analyst, &privacy).await?;
