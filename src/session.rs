@@ -192,15 +192,17 @@ pub struct SessionOptions {
 /// `QueryOptions::new().epsilon(e).delta(d).fresh(true)`.
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
-    epsilon: Option<Amount>,
-    delta: Option<Amount>,
-    mechanism: Option<MechanismKind>,
-    confidence: Option<f64>,
-    max_rows_per_unit: Option<u64>,
-    max_groups_per_unit: Option<u64>,
-    max_rows_per_group: Option<u64>,
-    bounds: Option<bool>,
-    fresh: bool,
+    // crate-visible: the gateway keeps a connection's `SET dpq.…` settings as
+    // QueryOptions and changes them field by field (and `RESET` back to None)
+    pub(crate) epsilon: Option<Amount>,
+    pub(crate) delta: Option<Amount>,
+    pub(crate) mechanism: Option<MechanismKind>,
+    pub(crate) confidence: Option<f64>,
+    pub(crate) max_rows_per_unit: Option<u64>,
+    pub(crate) max_groups_per_unit: Option<u64>,
+    pub(crate) max_rows_per_group: Option<u64>,
+    pub(crate) bounds: Option<bool>,
+    pub(crate) fresh: bool,
 }
 
 impl QueryOptions {

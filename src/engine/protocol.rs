@@ -210,24 +210,29 @@ async fn answer(ledger: &mut Ledger, request: &ChargeRequest, fresh: bool) -> Re
     Ok(Step::Compute(charge))
 }
 
+/// A charge request for the tests below.
+#[cfg(test)]
+fn test_request(analyst: &str, epsilon: &str, quota: Option<(Amount, Amount)>) -> ChargeRequest {
+    ChargeRequest {
+        kind: "query".into(),
+        text: "q".into(),
+        query_key: Some("k".into()),
+        releases: vec![crate::privacy::accountant::Release::Pure { epsilon: epsilon.parse().unwrap() }],
+        params: serde_json::json!({}),
+        data_version: "v".into(),
+        analyst: analyst.into(),
+        quota,
+        fresh: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ledger::Binding;
-    use crate::privacy::accountant::Release;
 
     fn request(analyst: &str) -> ChargeRequest {
-        ChargeRequest {
-            kind: "query".into(),
-            text: "SELECT 1".into(),
-            query_key: Some("k".into()),
-            releases: vec![Release::Pure { epsilon: "0.5".parse().unwrap() }],
-            params: serde_json::json!({}),
-            data_version: "v".into(),
-            analyst: analyst.into(),
-            quota: Some(("0.5".parse().unwrap(), Amount::ZERO)),
-            fresh: false,
-        }
+        test_request(analyst, "0.5", Some(("0.5".parse().unwrap(), Amount::ZERO)))
     }
 
     #[test]
@@ -259,7 +264,6 @@ mod tests {
 mod failure_tests {
     use super::*;
     use crate::ledger::Binding;
-    use crate::privacy::accountant::Release;
 
     /// A computation that fails after its charge leaves a recorded failure:
     /// asking again replays it (no new noise, no new charge); only --fresh
@@ -270,17 +274,7 @@ mod failure_tests {
         let binding =
             Binding { tables: vec![], config_budget: ("10".parse().unwrap(), Amount::ZERO), config_file: "dpq.toml".into(), policy: Default::default() };
         let mut l = Ledger::open(&d.path().join("ledger.db"), &binding, "alice").unwrap();
-        let req = || ChargeRequest {
-            kind: "query".into(),
-            text: "q".into(),
-            query_key: Some("k".into()),
-            releases: vec![Release::Pure { epsilon: "0.1".parse().unwrap() }],
-            params: serde_json::json!({}),
-            data_version: "v".into(),
-            analyst: "alice".into(),
-            quota: None,
-            fresh: false,
-        };
+        let req = || test_request("alice", "0.1", None);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let leak =
@@ -311,20 +305,9 @@ mod failure_tests {
 mod concurrency_tests {
     use super::*;
     use crate::ledger::Binding;
-    use crate::privacy::accountant::Release;
 
     fn req(analyst: &str) -> ChargeRequest {
-        ChargeRequest {
-            kind: "query".into(),
-            text: "q".into(),
-            query_key: Some("k".into()),
-            releases: vec![Release::Pure { epsilon: "0.1".parse().unwrap() }],
-            params: serde_json::json!({}),
-            data_version: "v".into(),
-            analyst: analyst.into(),
-            quota: None,
-            fresh: false,
-        }
+        test_request(analyst, "0.1", None)
     }
 
     /// Several askers of one query at once, through separate ledger handles (as

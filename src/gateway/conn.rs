@@ -31,50 +31,9 @@ use crate::config::MechanismKind;
 use crate::privacy::amount::Amount;
 use crate::session::{Answer, QueryOptions, Session};
 
-/// The connection's `SET dpq.…` settings (unset: the dataset's defaults).
-#[derive(Debug, Clone, Default)]
-struct Settings {
-    epsilon: Option<Amount>,
-    delta: Option<Amount>,
-    confidence: Option<f64>,
-    mechanism: Option<MechanismKind>,
-    bounds: Option<bool>,
-    fresh: bool,
-    max_rows_per_unit: Option<u64>,
-    max_groups_per_unit: Option<u64>,
-    max_rows_per_group: Option<u64>,
-}
-
-impl Settings {
-    fn options(&self) -> QueryOptions {
-        let mut o = QueryOptions::new().fresh(self.fresh);
-        if let Some(e) = self.epsilon {
-            o = o.epsilon(e);
-        }
-        if let Some(d) = self.delta {
-            o = o.delta(d);
-        }
-        if let Some(c) = self.confidence {
-            o = o.confidence(c);
-        }
-        if let Some(m) = self.mechanism {
-            o = o.mechanism(m);
-        }
-        if let Some(b) = self.bounds {
-            o = o.auto_bounds(b);
-        }
-        if let Some(n) = self.max_rows_per_unit {
-            o = o.max_rows_per_unit(n);
-        }
-        if let Some(n) = self.max_groups_per_unit {
-            o = o.max_groups_per_unit(n);
-        }
-        if let Some(n) = self.max_rows_per_group {
-            o = o.max_rows_per_group(n);
-        }
-        o
-    }
-}
+/// The connection's `SET dpq.…` settings (unset: the dataset's defaults),
+/// kept as the options of its queries.
+type Settings = QueryOptions;
 
 /// The settings `SET dpq.…` accepts.
 const DPQ_SETTINGS: &[&str] = &[
@@ -667,7 +626,7 @@ impl Conn {
             Kind::Catalog => self.shared.catalog.describe(sql).await.map_err(|m| error(sqlstate::QUERY, m, None, None))?,
             Kind::Dp => {
                 let session = self.session().await?;
-                session.describe(sql, &self.settings().options()).await.map_err(|e| sqlstate::of(&e))?
+                session.describe(sql, &self.settings()).await.map_err(|e| sqlstate::of(&e))?
             }
         })
     }
@@ -715,7 +674,7 @@ impl Conn {
             Kind::Show(name) => rows(self.show(&name).await?),
             Kind::Explain(q) => {
                 let session = self.session().await?;
-                let e = session.explain(&q, &self.settings().options()).await.map_err(|e| sqlstate::of(&e))?;
+                let e = session.explain(&q, &self.settings()).await.map_err(|e| sqlstate::of(&e))?;
                 rows(text_batch("QUERY PLAN", e.to_text().lines().map(str::to_string).collect()))
             }
             Kind::Catalog => {
@@ -728,7 +687,7 @@ impl Conn {
             }
             Kind::Dp => {
                 let session = self.session().await?;
-                let options = self.settings().options();
+                let options = self.settings();
                 let _running = Running::new(&self.shared);
                 let fut = session.query(sql, &options);
                 let answer = match self.shared.options.statement_timeout {
