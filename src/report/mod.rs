@@ -163,6 +163,50 @@ pub(crate) async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_e
         engine.prepare(&s.sql, &p).await.map_err(|e| ReportError::Section { section: s.id.clone(), source: e })
     }
 
+    // 0. every column the spec names is a column of its section's answer
+    // (a misspelt `x` was charged and drew an empty chart: found reviewing docs/reports.md)
+    for s in &spec.sections {
+        let probe = prep_one(engine, ds, spec, s, Amount::ONE, delta_each).await?;
+        let columns: Vec<String> = match &probe {
+            Prepared::Dp { query, .. } => crate::engine::release::output_schema(query)
+                .map_err(|e| ReportError::Section { section: s.id.clone(), source: e })?
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+            Prepared::Public { plan, .. } => plan.schema().fields().iter().map(|f| f.name().clone()).collect(),
+        };
+        let mut named: Vec<(&str, &String)> = Vec::new();
+        for (what, v) in [("x", &s.x), ("y", &s.y), ("value", &s.value)] {
+            if let Some(v) = v {
+                named.push((what, v));
+            }
+        }
+        if let Some(d) = &s.derive {
+            if let Some((a, b)) = &d.share {
+                named.push(("derive.share", a));
+                named.push(("derive.share", b));
+            }
+        }
+        for (what, v) in named {
+            if !columns.iter().any(|c| c == v) {
+                let shown: Vec<&str> = columns
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|c| !c.contains("__dpq") && !c.ends_with("_stddev") && !c.ends_with("_ci_low") && !c.ends_with("_ci_high"))
+                    .collect();
+                let hint = crate::sqltext::did_you_mean(v, shown.iter().copied()).map(|m| format!("did you mean `{m}`? ")).unwrap_or_default();
+                return Err(ReportError::Plan {
+                    section: s.id.clone(),
+                    message: format!(
+                        "{what} = \"{v}\" is not a column of this section's answer\n  hint: {hint}its columns are {} (name them with AS in the SQL)",
+                        shown.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+
     // 1. accuracy targets
     let mut eps_for: Vec<Option<Amount>> = vec![None; spec.sections.len()];
     let mut hows: Vec<String> = vec![String::new(); spec.sections.len()];

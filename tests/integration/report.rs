@@ -215,3 +215,33 @@ fn regex_like_raw_timestamp(s: &str) -> bool {
     }
     false
 }
+
+/// A spec naming a column its section's answer lacks is refused by --plan,
+/// before anything is charged, with the closest column.
+#[test]
+fn misspelt_columns_are_caught_by_the_plan() {
+    let (d, data) = dataset();
+    let spec = d.path().join("bad.toml");
+    std::fs::write(
+        &spec,
+        r#"
+title = "t"
+[privacy]
+epsilon = 1
+[[section]]
+id = "kinds"
+title = "kinds"
+chart = "bar"
+x = "chat_knd"
+epsilon_share = 1
+sql = "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind"
+"#,
+    )
+    .unwrap();
+    let r = run(&data, &["report", spec.to_str().unwrap(), "--plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("x = \"chat_knd\"") && r.stderr.contains("did you mean `chat_kind`?"), "{}", r.stderr);
+    assert!(!r.stderr.contains("__dpq"), "{}", r.stderr);
+    let b = json(&data, &["budget", "--format", "json"]);
+    assert_eq!(b["for_reference"]["charges"], 0);
+}
