@@ -182,11 +182,9 @@ pub(crate) async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_e
                 named.push((what, v));
             }
         }
-        if let Some(d) = &s.derive {
-            if let Some((a, b)) = &d.share {
-                named.push(("derive.share", a));
-                named.push(("derive.share", b));
-            }
+        if let Some((a, b)) = s.derive.as_ref().and_then(|d| d.share.as_ref()) {
+            named.push(("derive.share", a));
+            named.push(("derive.share", b));
         }
         for (what, v) in named {
             if !columns.iter().any(|c| c == v) {
