@@ -513,7 +513,17 @@ pub(crate) async fn run(
                 unit: unit.clone(),
                 confidence: plan.confidence,
                 replayed: false,
-                mechanism: spec.privacy.mechanism.unwrap_or_default().to_string(),
+                // the mechanism the sections used (the spec's, else dpq.toml's default)
+                mechanism: plan
+                    .sections
+                    .iter()
+                    .find_map(|s| match &s.prepared {
+                        Prepared::Dp { cal, .. } => Some(cal.mechanism),
+                        _ => None,
+                    })
+                    .or(spec.privacy.mechanism)
+                    .unwrap_or_default()
+                    .to_string(),
             },
         };
         let recorded =

@@ -245,3 +245,22 @@ sql = "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind"
     let b = json(&data, &["budget", "--format", "json"]);
     assert_eq!(b["for_reference"]["charges"], 0);
 }
+
+/// With dpq.toml's default mechanism Gaussian and none in the spec, the
+/// report's statement says Gaussian (it said Laplace whatever was used).
+#[test]
+fn the_statement_names_the_mechanism_used() {
+    let (d, data) = dataset();
+    let toml = std::fs::read_to_string(data.join("dpq.toml")).unwrap();
+    std::fs::write(data.join("dpq.toml"), toml.replacen("mechanism = \"laplace\"", "mechanism = \"gaussian\"", 1)).unwrap();
+    let spec = d.path().join("g.toml");
+    std::fs::write(
+        &spec,
+        "title = \"g\"\n[privacy]\nepsilon = 1\n[[section]]\nid = \"n\"\ntitle = \"n\"\nchart = \"headline\"\nepsilon_share = 1\nsql = \"SELECT COUNT(*) AS n FROM messages\"\n",
+    )
+    .unwrap();
+    let out = d.path().join("o");
+    ok(&data, &["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(j["privacy"]["mechanism"].as_str().unwrap_or("").to_lowercase().contains("gauss"), "{}", j["privacy"]);
+}
