@@ -45,9 +45,6 @@ pub mod cluster {
 pub mod config;
 pub mod dataset;
 pub(crate) mod engine;
-/// `dpq serve`: the PostgreSQL-wire gateway (cargo feature `gateway`, on by default).
-#[cfg(feature = "gateway")]
-pub mod gateway;
 pub mod generate;
 pub mod ingest;
 pub mod ledger;
@@ -55,6 +52,9 @@ pub mod present;
 pub mod privacy;
 pub mod progress;
 pub mod report;
+/// `dpq serve`: the PostgreSQL-wire gateway (cargo feature `gateway`, on by default).
+#[cfg(feature = "gateway")]
+pub mod server;
 pub mod session;
 pub mod sqltext;
 pub mod storage;

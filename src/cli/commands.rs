@@ -559,7 +559,7 @@ fn serve(
     statement_timeout: Option<String>,
     engine: &str,
 ) -> Result<()> {
-    use dpq::gateway::{ServeOptions, TlsFiles};
+    use dpq::server::{ServeOptions, TlsFiles};
     let ds = Dataset::open(data)?;
     let g = &ds.config.gateway;
     let timeout_text = statement_timeout.or_else(|| g.statement_timeout.clone());
@@ -585,7 +585,7 @@ fn serve(
     };
     let tls_on = opts.tls.is_some();
     runtime()?.block_on(async move {
-        let server = dpq::gateway::start(data, opts).await?;
+        let server = dpq::server::start(data, opts).await?;
         let addr = server.local_addr;
         eprintln!(
             "dpq serve: listening on {addr}{} for analysts of {}\n  connect: psql \"host={} port={} user=NAME dbname=dpq{}\"\n  stop with Ctrl-C (running statements finish first)",
@@ -673,7 +673,7 @@ fn analyst_command(data: &Path, action: super::AnalystAction) -> Result<()> {
                 None => None,
             };
             let password = read_password(&name)?;
-            let verifier = dpq::gateway::scram::Verifier::new(&password).to_text();
+            let verifier = dpq::server::scram::Verifier::new(&password).to_text();
             Analysts::write_entry(&ds.dir, &name, quota, &verifier, replace)?;
             let q = match quota {
                 Some((e, d)) => format!("quota ε={e}, δ={d}"),

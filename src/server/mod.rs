@@ -17,7 +17,7 @@
 //! | `SET`/`SHOW` of PostgreSQL parameters, `BEGIN`/`COMMIT`/`ROLLBACK` | accepted (read-only; there are no transactions to keep) |
 //!
 //! Analysts authenticate with SCRAM-SHA-256 against verifiers in
-//! `analysts.toml` ([`scram`](crate::gateway::scram)); an unknown name and a wrong password are
+//! `analysts.toml` ([`scram`](crate::server::scram)); an unknown name and a wrong password are
 //! refused alike. Quotas are enforced by the ledger in the transaction that
 //! charges the dataset's budget. See docs/gateway.md.
 
