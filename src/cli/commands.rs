@@ -670,6 +670,9 @@ fn analyst_command(data: &Path, action: super::AnalystAction) -> Result<()> {
                     }
                     Some((e, d))
                 }
+                // --replace without a quota changes the password only: the analyst's own
+                // quota stays (dropping it silently lifted the limit: found by the second attack)
+                None if replace => Analysts::load(&ds.dir)?.analysts.get(&name).and_then(|a| a.quota),
                 None => None,
             };
             let password = read_password(&name)?;

@@ -396,7 +396,7 @@ pub enum AnalystAction {
         /// δ this analyst may spend in total (default: 0 with --quota-epsilon).
         #[arg(long, value_name = "DELTA", requires = "quota_epsilon")]
         quota_delta: Option<String>,
-        /// Replace an existing analyst's password and quota.
+        /// Replace an existing analyst's password (and quota, with --quota-epsilon; without it their quota stays).
         #[arg(long)]
         replace: bool,
     },

@@ -54,7 +54,10 @@ enum Auth {
     /// Mechanisms offered to `user`.
     Offered(String),
     /// Server-first sent.
-    Exchanging(String, Box<Exchange>),
+    /// Server-first sent: the analyst, the exchange, and the verifier text it
+    /// was started with (kept as the login's: a password changed during the
+    /// exchange must fail the first statement — found by the second attack).
+    Exchanging(String, Box<Exchange>, String),
     /// Logged in: the analyst and the verifier they logged in with.
     Done(String, String),
 }
@@ -163,10 +166,11 @@ impl StartupHandler for Conn {
                             ));
                         }
                         let data = init.data.map(|d| d.to_vec()).unwrap_or_default();
-                        let verifier = self.shared.verifier(&user);
+                        let text = self.shared.verifier_text(&user);
+                        let verifier = text.as_deref().and_then(|v| scram::Verifier::parse(v).ok());
                         match Exchange::start(verifier, &scram::decoy_salt(&self.shared.decoy_secret, &user), &data) {
                             Ok((ex, server_first)) => {
-                                self.state.lock().unwrap().auth = Auth::Exchanging(user, Box::new(ex));
+                                self.state.lock().unwrap().auth = Auth::Exchanging(user, Box::new(ex), text.unwrap_or_default());
                                 client.send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(server_first.into_bytes().into()))).await?;
                             }
                             Err(Failure::Protocol(m)) => return Err(sqlstate::fatal("08P01", m)),
@@ -175,7 +179,7 @@ impl StartupHandler for Conn {
                             }
                         }
                     }
-                    Auth::Exchanging(user, ex) => {
+                    Auth::Exchanging(user, ex, verifier) => {
                         let resp = msg.into_sasl_response()?;
                         match ex.finish(&resp.data) {
                             Ok(server_final) => {
@@ -196,7 +200,6 @@ impl StartupHandler for Conn {
                                 }
                                 client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(server_final.into_bytes().into()))).await?;
                                 log(&user, self.peer, if self.secure { "logged in (TLS)" } else { "logged in" });
-                                let verifier = self.shared.verifier_text(&user).unwrap_or_default();
                                 self.state.lock().unwrap().auth = Auth::Done(user, verifier);
                                 finish_authentication(client, &parameter_provider()).await?;
                             }

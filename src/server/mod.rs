@@ -119,12 +119,6 @@ impl Shared {
         Ok(s)
     }
 
-    /// The verifier of `name` from analysts.toml, read on every login (a
-    /// changed password or a removed analyst takes effect at once).
-    pub fn verifier(&self, name: &str) -> Option<scram::Verifier> {
-        self.verifier_text(name).and_then(|v| scram::Verifier::parse(&v).ok())
-    }
-
     /// The stored verifier text of `name`, read from analysts.toml now (each
     /// statement checks it is still the one its connection logged in with).
     pub fn verifier_text(&self, name: &str) -> Option<String> {

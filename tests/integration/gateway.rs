@@ -389,6 +389,33 @@ fn hostile_clients_do_not_take_the_gateway() {
     let r = psql(s.port, "carol", CAROL, "", &["-c", "SELECT 1 AS before", "-c", &cmd, "-c", "SELECT COUNT(*) AS n FROM calls"]);
     assert_ne!(r.code, 0, "{}", r.stdout);
     assert!(r.stderr.contains("28000") && r.stderr.contains("password changed"), "{}", r.stderr);
+    // a password changed while a login is half done: the login may finish, but
+    // its first statement is refused (the verifier it used is no longer current);
+    // --replace without a quota keeps the analyst's quota
+    let gate = data.parent().unwrap().join("gate");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/scram_race.py");
+    let mut racer = Command::new("python3")
+        .arg(&script)
+        .args([&s.port.to_string(), "bob", BOB, gate.to_str().unwrap(), "SELECT COUNT(*) AS n FROM calls"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(racer.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("server-first received"), "{first}");
+    let mut child = dpq().arg("--data").arg(&data).args(["analyst", "add", "bob", "--replace"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "bob-new-password-99").unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::write(&gate, "").unwrap();
+    let out = racer.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("row"), "a statement ran on a login made with the old password: {text}");
+    assert!(text.contains("28000") || text.contains("28P01"), "{text}");
+    let toml = std::fs::read_to_string(data.join("analysts.toml")).unwrap();
+    let bob = toml.split("[analysts.bob]").nth(1).unwrap_or("");
+    assert!(bob.contains("epsilon = \"0.3\""), "bob keeps his quota:\n{toml}");
+
     let log = s.log.lock().unwrap().clone();
     assert!(!log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")), "a forged line in the log:\n{log}");
     assert!(log.contains("\\n2026-01-01"), "the name is printed escaped:\n{log}");

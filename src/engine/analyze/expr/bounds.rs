@@ -19,7 +19,7 @@ pub fn date_part_range(field: &str) -> Option<(f64, f64)> {
         "minute" | "minutes" | "m" => (0.0, 59.0),
         "second" | "seconds" | "s" => (0.0, 60.0),
         "dow" => (0.0, 6.0),
-        "isodow" => (0.0, 6.0),
+        "isodow" => (1.0, 7.0), // Monday = 1 … Sunday = 7
         "doy" => (1.0, 366.0),
         "day" | "days" | "d" => (1.0, 31.0),
         "week" | "weeks" | "w" => (1.0, 53.0),
@@ -124,7 +124,9 @@ pub fn infer_bounds(e: &Expr, col: &dyn Fn(&datafusion::common::Column) -> Optio
                         (0.0, lo.abs().max(hi))
                     }
                 }
-                "floor" | "ceil" | "round" | "trunc" => {
+                // with a digits argument, only a literal ≥ 0 keeps the value within 1 of x
+                // (round(x, -4) moves it by up to 5000: found by the second attack)
+                "floor" | "ceil" | "round" | "trunc" if a.len() == 1 || lit_f64(&a[1]).is_some_and(|d| d >= 0.0) => {
                     let (lo, hi) = rec(&a[0]);
                     (lo.floor() - 1.0, hi.ceil() + 1.0)
                 }

@@ -41,7 +41,7 @@ pub fn infer_domain(e: &Expr, schema: &DFSchema, col: &dyn Fn(&datafusion::commo
             dedup(&mut vals);
             Some(Domain { values: vals, source: "CASE literals".into() })
         }
-        Expr::ScalarFunction(f) if matches!(f.func.name(), "date_part" | "datepart" | "extract") && !f.args.is_empty() => {
+        Expr::ScalarFunction(f) if matches!(f.func.name(), "date_part" | "datepart" | "extract") && f.args.len() == 2 && temporal(&f.args[1], schema) => {
             let field = lit_str(&f.args[0])?;
             if field.starts_with("sec") {
                 return None; // may be fractional
@@ -60,7 +60,7 @@ pub fn infer_domain(e: &Expr, schema: &DFSchema, col: &dyn Fn(&datafusion::commo
                 dedup(&mut vals);
                 return Some(Domain { values: vals, source: inner.source });
             }
-            integer_range(e, &ty, col)
+            integer_range(e, &ty, schema, col)
         }
     }
 }
@@ -74,8 +74,27 @@ pub const MAX_RANGE_DOMAIN: i64 = 1000;
 /// domain, when there are at most [`MAX_RANGE_DOMAIN`] of them. (A value
 /// outside the declared bounds can give a key outside the range: it is
 /// dropped, as any key outside a domain.)
-fn integer_range(e: &Expr, ty: &DataType, col: &dyn Fn(&datafusion::common::Column) -> Option<ColInfo>) -> Option<Domain> {
+fn integer_range(e: &Expr, ty: &DataType, schema: &DFSchema, col: &dyn Fn(&datafusion::common::Column) -> Option<ColInfo>) -> Option<Domain> {
     if !ty.is_integer() {
+        return None;
+    }
+    // what the f64 range arithmetic cannot vouch for (found by the second
+    // attack): a date_part of an interval (days since 2020 are not 1..31),
+    // and literals beyond 2^53 (i64 arithmetic wraps or fails where f64 does not)
+    let mut doubtful = false;
+    let _ = datafusion::common::tree_node::TreeNode::apply(e, |x| {
+        let bad = match x {
+            Expr::ScalarFunction(f) if matches!(f.func.name(), "date_part" | "datepart" | "extract") => f.args.len() != 2 || !temporal(&f.args[1], schema),
+            Expr::Literal(..) => super::lit_f64(x).is_some_and(|v| v.abs() > 9_007_199_254_740_992.0),
+            _ => false,
+        };
+        if bad {
+            doubtful = true;
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    if doubtful {
         return None;
     }
     let (lo, hi) = super::bounds::finite(super::bounds::infer_bounds(e, col))?;
@@ -96,6 +115,11 @@ fn integer_range(e: &Expr, ty: &DataType, col: &dyn Fn(&datafusion::common::Colu
     let (lo, hi) = (lo as i64, hi as i64);
     let vals = (lo..=hi).map(|v| ScalarValue::Int64(Some(v)).cast_to(ty)).collect::<Result<Vec<_>, _>>().ok()?;
     Some(Domain { values: vals, source: format!("integer range [{lo}, {hi}] from the bounds in dpq.toml") })
+}
+
+/// A date or time value (the argument for which `date_part` fields have their ranges).
+fn temporal(e: &Expr, schema: &DFSchema) -> bool {
+    matches!(e.get_type(schema), Ok(DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Time32(_) | DataType::Time64(_)))
 }
 
 fn dedup(vals: &mut Vec<ScalarValue>) {
@@ -146,6 +170,20 @@ mod tests {
         assert!(infer_domain(&(col("n") * lit(10i64)), &schema, &bounded).is_none(), "20 001 values: too many");
         assert_eq!(infer_domain(&(col("n") % lit(7i64)), &schema, &info).unwrap().values.len(), 13, "any integer: x % 7 in -6..=6");
         assert!(infer_domain(&(col("n") / lit(7i64)), &schema, &info).is_none(), "no bounds, no range");
+        // from the second attack: ranges the f64 arithmetic cannot vouch for give no domain
+        let isodow = datafusion::functions::datetime::expr_fn::date_part(lit("isodow"), col("ts"));
+        let d = infer_domain(&isodow, &schema, &info).unwrap();
+        assert_eq!(
+            (d.values.first().cloned(), d.values.len()),
+            (Some(ScalarValue::Int32(Some(1)).cast_to(&isodow.get_type(&schema).unwrap()).unwrap()), 7),
+            "isodow is 1..=7"
+        );
+        let round_neg = datafusion::functions::math::expr_fn::round(vec![col("n"), lit(-4i64)]);
+        assert!(infer_domain(&datafusion::logical_expr::cast(round_neg, DataType::Int64), &schema, &bounded).is_none(), "round(x, -4) is not within 1 of x");
+        let div_cast = col("n") / datafusion::logical_expr::cast(lit(2.99f64), DataType::Int64);
+        assert_eq!(infer_domain(&(div_cast / lit(100i64)), &schema, &bounded).unwrap().values.len(), 11, "CAST(2.99 AS BIGINT) divides by 2");
+        let huge = (col("n") % lit(2i64)) + lit(i64::MAX);
+        assert!(infer_domain(&huge, &schema, &bounded).is_none(), "literals beyond 2^53");
         assert!(infer_domain(&col("n").gt(lit(3)), &schema, &info).unwrap().values.len() == 2, "booleans");
     }
 }

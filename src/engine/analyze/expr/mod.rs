@@ -68,8 +68,13 @@ pub fn lit_f64(e: &Expr) -> Option<f64> {
             ScalarValue::Decimal128(Some(x), _, s) => Some(*x as f64 / 10f64.powi(*s as i32)),
             _ => None,
         },
-        Expr::Cast(c) => lit_f64(&c.expr),
-        Expr::TryCast(c) => lit_f64(&c.expr),
+        // the value after the cast (CAST(2.99 AS BIGINT) is 2, not 2.99)
+        Expr::Cast(datafusion::logical_expr::expr::Cast { expr, field }) | Expr::TryCast(datafusion::logical_expr::expr::TryCast { expr, field }) => {
+            match &**expr {
+                Expr::Literal(v, m) => lit_f64(&Expr::Literal(v.cast_to(field.data_type()).ok()?, m.clone())),
+                _ => None,
+            }
+        }
         Expr::Negative(x) => lit_f64(x).map(|v| -v),
         _ => None,
     }
