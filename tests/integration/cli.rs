@@ -316,3 +316,31 @@ fn domain_tables_are_needed_only_by_the_queries_that_use_them() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("emoji_catalog") && r.stderr.contains("dpq ingest emoji_catalog"), "{}", r.stderr);
 }
+
+/// explain predicts the interval an answer then shows: for COUNT, SUM and AVG
+/// (at the released n), the predicted half-width is within 2× of the
+/// released one, in every group (fixed limits, so the prediction is exact
+/// calibration, not a guess of the limits).
+#[test]
+fn explain_predicts_the_released_intervals_within_2x() {
+    let (_d, data) = dataset();
+    ok(&data, &["budget", "set", "--epsilon", "100", "--reason", "the 2x test asks at ε = 30, where no interval touches 0"]);
+    let sql = "SELECT chat_kind, COUNT(*) AS n, SUM(length) AS s, AVG(length) AS a FROM messages GROUP BY chat_kind";
+    let args = ["--fixed-bounds", "--epsilon", "30", "--format", "json"];
+    let e = json(&data, &[&["explain", sql][..], &args[..]].concat());
+    let cell = |name: &str| e["cells"].as_array().unwrap().iter().find(|c| c["aggregate"] == name).unwrap().clone();
+    let (n_pred, s_pred) = (cell("n")["ci_halfwidth"].as_f64().unwrap(), cell("s")["ci_halfwidth"].as_f64().unwrap());
+    // "±44.35 at n = 1000": the AVG half-width shrinks as 1/n
+    let note = cell("a")["note"].as_str().unwrap().to_string();
+    let at_1000: f64 =
+        note.split("±").nth(2).and_then(|t| t.split(" at n = 1000").next()).and_then(|x| x.trim().parse().ok()).unwrap_or_else(|| panic!("{note}"));
+    let q = json(&data, &[&["query", sql][..], &args[..]].concat());
+    let within = |pred: f64, got: f64, what: &str| assert!(got > 0.0 && pred / got <= 2.0 && got / pred <= 2.0, "{what}: predicted ±{pred}, released ±{got}");
+    for row in q["rows"].as_array().unwrap() {
+        let half = |c: &str| (row[c]["ci_high"].as_f64().unwrap() - row[c]["ci_low"].as_f64().unwrap()) / 2.0;
+        within(n_pred, half("n"), "COUNT");
+        within(s_pred, half("s"), "SUM");
+        let n = row["n"]["value"].as_f64().unwrap();
+        within(at_1000 * 1000.0 / n, half("a"), "AVG");
+    }
+}
