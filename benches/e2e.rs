@@ -93,15 +93,7 @@ fn dataset(events: u64, people: u64) -> PathBuf {
     .unwrap();
     eprintln!("generated {} events for {people} people in {:.1}s", g.events(), t0.elapsed().as_secs_f64());
     for t in ["emoji_catalog", "users", "messages", "calls", "payments"] {
-        let o = IngestOptions {
-            dataset: Some(ds.id("bench").unwrap()),
-            table: t.into(),
-            files: vec![logs.join(format!("{t}.parquet"))],
-            force: false,
-            format: None,
-            progress: dpq::progress::silent(),
-        };
-        let s = dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
+        let s = ingest_parquet(&ds, &logs, t);
         eprintln!("ingested {t}: {} rows ({:.0} rows/s)", s.kept, s.rows_per_second());
     }
     let _ = std::fs::remove_dir_all(&logs);
@@ -287,6 +279,19 @@ fn main() {
     println!("ingest from CSV: {rows} rows in {secs:.2}s = {:.0} rows/s", rows as f64 / secs);
 }
 
+/// Ingest the generator's `logs/<table>.parquet` into `ds`.
+fn ingest_parquet(ds: &Dataset, logs: &Path, table: &str) -> dpq::ingest::IngestSummary {
+    let o = IngestOptions {
+        dataset: Some(ds.id("bench").unwrap()),
+        table: table.into(),
+        files: vec![logs.join(format!("{table}.parquet"))],
+        force: false,
+        format: None,
+        progress: dpq::progress::silent(),
+    };
+    dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap()
+}
+
 fn dataset_small() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dpq-bench/small");
     let data = root.join("data");
@@ -296,15 +301,7 @@ fn dataset_small() -> PathBuf {
         let logs = root.join("logs");
         dpq::generate::generate(&GenerateOptions { users: 200, days: 30, out: logs.clone(), format: FileFormat::Parquet, ..Default::default() }).unwrap();
         for t in ["emoji_catalog", "users", "calls"] {
-            let o = IngestOptions {
-                dataset: Some(ds.id("bench").unwrap()),
-                table: t.into(),
-                files: vec![logs.join(format!("{t}.parquet"))],
-                force: false,
-                format: None,
-                progress: dpq::progress::silent(),
-            };
-            dpq::ingest::ingest(&ds.dir, &ds.config, &o).unwrap();
+            ingest_parquet(&ds, &logs, t);
         }
     }
     data
