@@ -26,6 +26,41 @@ pub struct CellAccuracy {
     /// Half-width of the confidence interval (value units), if data-independent.
     pub ci_halfwidth: Option<f64>,
     pub note: Option<String>,
+    /// Predictions at stated group sizes, for the aggregates whose error
+    /// depends on n (AVG, VARIANCE, STDDEV, quantiles).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub at_n: Vec<AtN>,
+}
+
+/// What an aggregate's interval is predicted to be in a group of `n` values.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AtN {
+    pub n: f64,
+    /// AVG: the interval's half-width, value units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halfwidth: Option<f64>,
+    /// VARIANCE and STDDEV: how far above the true variance the interval
+    /// reaches (value² units) when the values' mean is mid-range …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variance_reach: Option<f64>,
+    /// … and when it lies at an end of the clamp range (the worst case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variance_reach_worst: Option<f64>,
+    /// STDDEV: the interval's upper end when the true spread is ~0, √reach
+    /// (value units), mid-range mean and worst case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stddev_reach: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stddev_reach_worst: Option<f64>,
+    /// Quantiles: the percentiles of the group's values the interval's ends
+    /// aim at (0 and 100: the end is the clamp range's edge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentile_low: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentile_high: Option<f64>,
+    /// Quantiles: the released value's rank error (values) at this confidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_rank_error: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +157,15 @@ fn sig(x: f64) -> String {
 /// Sizes of a group the error of a mean is stated at (it scales as 1/n).
 pub const MEAN_N: [f64; 3] = [100.0, 1_000.0, 10_000.0];
 
+/// The group sizes JSON's `at_n` predictions are given at (text shows
+/// [`MEAN_N`]); close enough that interpolating between them is accurate.
+pub const AT_N: [f64; 13] = [50.0, 100.0, 200.0, 300.0, 500.0, 700.0, 1_000.0, 2_000.0, 3_000.0, 5_000.0, 10_000.0, 100_000.0, 1_000_000.0];
+
+/// The predictions the text states (at [`MEAN_N`]).
+fn shown(at: &[AtN]) -> impl Iterator<Item = &AtN> {
+    at.iter().filter(|a| MEAN_N.contains(&a.n))
+}
+
 fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remaining: Option<f64>, recent: Option<Family>) -> Result<Explanation> {
     // under auto-bounds the limits are chosen when the query runs; predict with
     // the ones the last answer on these tables used, else with dpq.toml's
@@ -160,43 +204,95 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
             .into_iter()
             .map(|c| ComponentText { what: c.what.to_string(), sensitivity: c.sensitivity.to_string(), noise: c.noise, epsilon: c.cost, stddev: c.stddev })
             .collect();
-        let (stddev, hw, note) = match &ap.mechanism {
-            AggMechanism::Count(c) => (Some(c.noise.stddev()), Some(c.halfwidth(cal.confidence)), None),
-            AggMechanism::Sum(m) => (Some(m.noise.stddev() * m.grid.size()), Some(m.halfwidth(cal.confidence)), None),
+        let conf = cal.confidence;
+        let pct = conf * 100.0;
+        let (stddev, hw, note, at_n) = match &ap.mechanism {
+            AggMechanism::Count(c) => (Some(c.noise.stddev()), Some(c.halfwidth(conf)), None, vec![]),
+            AggMechanism::Sum(m) => (Some(m.noise.stddev() * m.grid.size()), Some(m.halfwidth(conf)), None, vec![]),
             AggMechanism::Mean(m) => {
                 let g = m.grid.size();
-                let z = crate::privacy::special::normal_isf((1.0 - cal.confidence) / 2.0);
-                let at: Vec<String> = MEAN_N.iter().map(|n| format!("±{} at n = {n}", sig(z * m.sum.stddev() * g / n))).collect();
-                (
-                    None,
-                    None,
-                    Some(format!("{:.0}% interval in value units, for n values in a group (it shrinks as 1/n): {}", cal.confidence * 100.0, at.join(", "))),
-                )
+                let z = crate::privacy::special::normal_isf((1.0 - conf) / 2.0);
+                let at: Vec<AtN> = AT_N.iter().map(|&n| AtN { n, halfwidth: Some(z * m.sum.stddev() * g / n), ..AtN::default() }).collect();
+                let text = shown(&at).map(|a| format!("±{} at n = {}", sig(a.halfwidth.unwrap_or_default()), a.n)).collect::<Vec<_>>().join(", ");
+                (None, None, Some(format!("{pct:.0}% interval in value units, for n values in a group (it shrinks as 1/n): {text}")), at)
             }
             AggMechanism::Variance(v) => {
-                let g = v.grid.size();
-                let z = crate::privacy::special::normal_isf((1.0 - cal.confidence) / 2.0);
-                let at: Vec<String> = MEAN_N.iter().map(|n| format!("variance ±{} at n = {n}", sig(z * v.squares.stddev() * g * g / n))).collect();
-                (None, None, Some(format!("{:.0}% interval, for n values in a group (it shrinks as 1/n): {}", cal.confidence * 100.0, at.join(", "))))
+                // the interval the release's own rule gives with the noise at
+                // zero, for a spread of 0: centred mean, and mean at an end
+                let (lo, hi) = (v.lo, v.hi);
+                // (a STDDEV mechanism predicts in value units: square it back)
+                let reach = |n: f64, mean: f64| {
+                    let r = v.predict(n, mean, 0.0, conf).1;
+                    if v.stddev { r * r } else { r }
+                };
+                let at: Vec<AtN> = AT_N
+                    .iter()
+                    .map(|&n| {
+                        let (mid, worst) = (reach(n, (lo + hi) / 2.0), reach(n, lo).max(reach(n, hi)));
+                        AtN {
+                            n,
+                            variance_reach: Some(mid),
+                            variance_reach_worst: Some(worst),
+                            stddev_reach: v.stddev.then(|| mid.sqrt()),
+                            stddev_reach_worst: v.stddev.then(|| worst.sqrt()),
+                            ..AtN::default()
+                        }
+                    })
+                    .collect();
+                let text = if v.stddev {
+                    let t = shown(&at)
+                        .map(|a| format!("{} to {} at n = {}", sig(a.stddev_reach.unwrap_or_default()), sig(a.stddev_reach_worst.unwrap_or_default()), a.n))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "{pct:.0}% interval in value units, for n values in a group with standard deviation s: [√(s² − H), √(s² + H)], H as for VARIANCE — about ±H/(2s) once s² ≫ H; for s near 0 it reaches up to √H: {t} (the first figure with the values' mean mid-range in [{lo}, {hi}], the second with it at an end: the centring costs accuracy, so a tighter range helps)"
+                    )
+                } else {
+                    let t = shown(&at)
+                        .map(|a| {
+                            format!("+{} to +{} at n = {}", sig(a.variance_reach.unwrap_or_default()), sig(a.variance_reach_worst.unwrap_or_default()), a.n)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "{pct:.0}% interval in value² units, for n values in a group (it shrinks about as 1/n): reaches above the true variance by {t} (the first figure with the values' mean mid-range in [{lo}, {hi}], the second with it at an end: the centring costs accuracy, so a tighter range helps)"
+                    )
+                };
+                (None, None, Some(text), at)
             }
             AggMechanism::Quantile(m) => {
                 let level = m.level;
                 let dom = m.domain;
-                let r = crate::privacy::quantile::rank_error(level, m.values_per_unit, m.epsilon_group.to_f64() * 0.5, dom.bins, (1.0 - cal.confidence) / 3.0);
+                let r = crate::privacy::quantile::rank_error(level, m.values_per_unit, m.epsilon_group.to_f64() * 0.5, dom.bins, (1.0 - conf) / 3.0);
+                let at: Vec<AtN> = AT_N
+                    .iter()
+                    .map(|&n| {
+                        let (a, b) = crate::privacy::quantile::interval_levels(level, m.values_per_unit, m.epsilon_group, dom.bins, conf, n);
+                        AtN {
+                            n,
+                            percentile_low: Some(100.0 * a.unwrap_or(0.0)),
+                            percentile_high: Some(100.0 * b.unwrap_or(1.0)),
+                            value_rank_error: Some(r),
+                            ..AtN::default()
+                        }
+                    })
+                    .collect();
+                let text = shown(&at)
+                    .map(|a| format!("{:.1}th to {:.1}th at n = {}", a.percentile_low.unwrap_or_default(), a.percentile_high.unwrap_or(100.0), a.n))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 (
                     None,
                     None,
                     Some(format!(
-                        "exponential mechanism over {} bins of [{}, {}] (bin width {}); with probability {:.0}% the released value's rank is within ±{:.0} values of the target rank — in a group of n values, ±{:.1} percentile points ({})",
+                        "exponential mechanism over {} bins of [{}, {}] (bin width {}); the released value's rank is within ±{:.0} values of the target rank with probability {pct:.0}%; the {pct:.0}% interval runs between the values at about these percentiles of the group's values: {text} (0th and 100th: the interval reaches the range's end)",
                         dom.bins,
                         dom.lo,
                         dom.hi,
                         sig((dom.hi - dom.lo) / dom.bins as f64),
-                        cal.confidence * 100.0,
                         r,
-                        100.0 * r / MEAN_N[1],
-                        MEAN_N.iter().map(|n| format!("±{:.1} points at n = {n}", (100.0 * r / n).min(100.0))).collect::<Vec<_>>().join(", ")
                     )),
+                    at,
                 )
             }
         };
@@ -209,6 +305,7 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
             stddev,
             ci_halfwidth: hw,
             note,
+            at_n,
         });
     }
     let stats = bounded::stats_plan(q, cal)?;
@@ -264,7 +361,8 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
         confidence: cal.confidence,
         bounded_plan: Some(plan_text),
         budget_before: remaining,
-        budget_after: remaining.map(|r| (r - eps).max(0.0)),
+        // no "after" when the query would be refused: nothing would be spent
+        budget_after: remaining.filter(|r| eps <= *r + 1e-15).map(|r| (r - eps).max(0.0)),
         refused: remaining.filter(|r| eps > *r + 1e-15).map(|r| {
             format!(
                 "this query would be refused: it needs ε={charge_eps}, and only ε={} remains of the dataset's budget; lower --epsilon, or ask the data owner: dpq budget set --epsilon E --reason \"…\"",
@@ -333,8 +431,19 @@ impl Explanation {
                 let _ = writeln!(s, "    {n}");
             }
         }
-        if let (Some(b), Some(a)) = (self.budget_before, self.budget_after) {
-            let _ = writeln!(s, "budget: ε remaining {} → {} after this query", crate::ledger::fmt_eps(b), crate::ledger::fmt_eps(a));
+        match (self.budget_before, self.budget_after) {
+            (Some(b), _) if self.refused.is_some() => {
+                let _ = writeln!(
+                    s,
+                    "budget: ε remaining {}, less than the ε={} this query needs: it would be refused (see above)",
+                    crate::ledger::fmt_eps(b),
+                    self.epsilon
+                );
+            }
+            (Some(b), Some(a)) => {
+                let _ = writeln!(s, "budget: ε remaining {} → {} after this query", crate::ledger::fmt_eps(b), crate::ledger::fmt_eps(a));
+            }
+            _ => {}
         }
         if let Some(p) = &self.bounded_plan {
             let _ = writeln!(s, "bounded plan (per-person partials, then bounding in dpq):");

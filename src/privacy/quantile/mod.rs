@@ -221,6 +221,40 @@ pub struct QuantileRelease {
 /// The ε shares of [`quantile_with_ci`]: count, quantile, lower end, upper end.
 pub const SPLIT: [(u128, u128); 4] = [(1, 10), (5, 10), (2, 10), (2, 10)];
 
+/// The levels [`quantile_with_ci`] aims its interval ends at, for a group
+/// whose noisy count's lower end is `n_lo`: q ∓ (r + 1)/n_lo, with r the rank
+/// error of an end's exponential mechanism at its own level (each end has 20 %
+/// of `epsilon`). `None`: that end is the domain's edge. `dpq explain` states
+/// the same levels, so its prediction is the release's own rule.
+pub fn interval_levels(q: f64, m: u64, epsilon: Amount, bins: usize, confidence: f64, n_lo: f64) -> (Option<f64>, Option<f64>) {
+    let beta = (1.0 - confidence) / 3.0;
+    let part = |i: usize| epsilon.mul_ratio_floor(SPLIT[i].0, SPLIT[i].1).to_f64();
+    if n_lo <= 0.0 || part(2) <= 0.0 || part(3) <= 0.0 {
+        return (None, None);
+    }
+    let r_lo = rank_error(q, m, part(2), bins, beta);
+    let mut lo = None;
+    let q_lo = q - (r_lo + 1.0) / n_lo;
+    if q_lo > 0.0 && level(q_lo).is_ok() {
+        let r = rank_error(q_lo, m, part(2), bins, beta);
+        let q_lo = q - (r + 1.0) / n_lo;
+        if q_lo > 0.0 {
+            lo = Some(q_lo);
+        }
+    }
+    let r_hi = rank_error(q, m, part(3), bins, beta);
+    let mut hi = None;
+    let q_hi = q + (r_hi + 1.0) / n_lo;
+    if q_hi < 1.0 {
+        let r = rank_error(q_hi, m, part(3), bins, beta);
+        let q_hi = q + (r + 1.0) / n_lo;
+        if q_hi < 1.0 {
+            hi = Some(q_hi);
+        }
+    }
+    (lo, hi)
+}
+
 /// A DP quantile with a value-space confidence interval (see module docs).
 pub fn quantile_with_ci<R: RngCore + CryptoRng>(
     rng: &mut R,
@@ -241,25 +275,13 @@ pub fn quantile_with_ci<R: RngCore + CryptoRng>(
     let mut k_lo = 0usize;
     let mut k_hi = hist.len() - 1;
     if n_lo > 0 {
-        let n_lo = n_lo as f64;
-        let r_lo = rank_error(q, m, parts[2].to_f64(), hist.len(), beta);
-        let q_lo = q - (r_lo + 1.0) / n_lo;
-        if q_lo > 0.0 && level(q_lo).is_ok() {
+        let (q_lo, q_hi) = interval_levels(q, m, epsilon, hist.len(), confidence, n_lo as f64);
+        if let Some(q_lo) = q_lo {
             // EM at a lower level: with prob ≥ 1 − β its bin is ≤ the true bin
-            let r = rank_error(q_lo, m, parts[2].to_f64(), hist.len(), beta);
-            let q_lo = q - (r + 1.0) / n_lo;
-            if q_lo > 0.0 {
-                k_lo = em_quantile(rng, hist, q_lo, parts[2], m)?;
-            }
+            k_lo = em_quantile(rng, hist, q_lo, parts[2], m)?;
         }
-        let r_hi = rank_error(q, m, parts[3].to_f64(), hist.len(), beta);
-        let q_hi = q + (r_hi + 1.0) / n_lo;
-        if q_hi < 1.0 {
-            let r = rank_error(q_hi, m, parts[3].to_f64(), hist.len(), beta);
-            let q_hi = q + (r + 1.0) / n_lo;
-            if q_hi < 1.0 {
-                k_hi = em_quantile(rng, hist, q_hi, parts[3], m)?;
-            }
+        if let Some(q_hi) = q_hi {
+            k_hi = em_quantile(rng, hist, q_hi, parts[3], m)?;
         }
     }
     let value = domain.representative(k);

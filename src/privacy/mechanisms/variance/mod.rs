@@ -71,10 +71,19 @@ impl Variance {
 
     /// Release from `n` non-null values with centred sum `s` and centred sum of squares `q`.
     pub fn release<R: RngCore + CryptoRng>(&self, rng: &mut R, n: i128, s: i128, q: i128, confidence: f64) -> Cell {
+        let noisy = [self.count.sample(rng, n), self.sum.sample(rng, s), self.squares.sample(rng, q)];
+        self.estimate(noisy, confidence)
+    }
+
+    /// The components' half-widths at confidence 1 − (1 − c)/3 each (Bonferroni).
+    fn halfwidths(&self, confidence: f64) -> [i128; 3] {
         let split = 1.0 - (1.0 - confidence) / 3.0;
-        let (nn, hn) = (self.count.sample(rng, n), self.count.halfwidth(split) as i128);
-        let (s1, h1) = (self.sum.sample(rng, s), self.sum.halfwidth(split) as i128);
-        let (s2, h2) = (self.squares.sample(rng, q), self.squares.halfwidth(split) as i128);
+        [self.count.halfwidth(split) as i128, self.sum.halfwidth(split) as i128, self.squares.halfwidth(split) as i128]
+    }
+
+    /// The estimate and its interval from the noisy components (N, S, Q).
+    fn estimate(&self, [nn, s1, s2]: [i128; 3], confidence: f64) -> Cell {
+        let [hn, h1, h2] = self.halfwidths(confidence);
         let gs = self.grid.size();
         let max_var = ((self.hi - self.lo) / 2.0).powi(2) * if self.sample { 2.0 } else { 1.0 };
         let var = |n: f64, x1: f64, x2: f64| -> f64 {
@@ -115,6 +124,20 @@ impl Variance {
         };
         let z = crate::privacy::special::normal_isf((1.0 - confidence) / 2.0);
         Cell { value, lo: lo.min(value), hi: hi.max(value), sd: (hi - lo) / (2.0 * z) }
+    }
+
+    /// The interval a release would show if every noisy component came out at
+    /// its true value, for `n` values with mean `mean` and population variance
+    /// `var` (value units): what `dpq explain` predicts. The noise moves the
+    /// centre, not the width, so the released width is close to this one.
+    pub fn predict(&self, n: f64, mean: f64, var: f64, confidence: f64) -> (f64, f64) {
+        let gs = self.grid.size();
+        let (_, _, mid, _) = centre(self.grid, self.lo, self.hi);
+        let d = (mean - mid as f64 * gs) / gs;
+        let s = n * d;
+        let q = n * (d * d + var / (gs * gs));
+        let c = self.estimate([n.round() as i128, s.round() as i128, q.round() as i128], confidence);
+        (c.lo, c.hi)
     }
 }
 
