@@ -469,6 +469,36 @@ fn ingest_file(ctx: &FileCtx<'_>, manifest: &mut Manifest, format: FileFormat, h
     } else {
         manifest.schema.clone()
     };
+    // JSON Lines has no header: its first objects stand for it. A file whose
+    // fields are not the table's columns (messages.jsonl into users) is
+    // refused before anything is written, not quarantined line by line.
+    if format == FileFormat::Jsonl {
+        let fields = infer_jsonl(ctx.path)?;
+        let known = |n: &str| schema_cols.iter().any(|c| c.name == n);
+        let odd: Vec<&str> = fields.iter().map(|c| c.name.as_str()).filter(|n| !known(n)).collect();
+        let lacks_unit = ctx.unit.as_ref().filter(|u| !fields.iter().any(|c| &c.name == *u));
+        let what = if !odd.is_empty() {
+            Some(format!(
+                "its objects have field{} {} that the table has no column for",
+                if odd.len() == 1 { "" } else { "s" },
+                odd.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            ))
+        } else {
+            lacks_unit.map(|u| format!("its objects have no field `{u}`, the table's privacy unit"))
+        };
+        if let Some(what) = what {
+            return Err(IngestError::SchemaMismatch {
+                path: path_s,
+                table: ctx.table.into(),
+                message: format!(
+                    "{what} (the table's columns: {}; the file's fields: {})\n  hint: is this the right file for `{}`? Nothing was written",
+                    schema_cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                    fields.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                    ctx.table
+                ),
+            });
+        }
+    }
     let mut rules = Rules::new(&schema_cols, ctx);
     if ctx.one_row
         && let Some(u) = &ctx.unit

@@ -124,3 +124,46 @@ fn config_errors_name_file_key_and_fix() {
     let r = run(d.path(), &["budget"]);
     assert!(r.stderr.contains("dpq init"), "{}", r.stderr);
 }
+
+/// A file whose columns don't match the table is refused before anything is
+/// written (messages.jsonl into users); a one-row-per-person table
+/// quarantines a second row for a person, within a file and against the rows
+/// already stored, and the stored count stays one per person.
+#[test]
+fn mismatched_files_are_refused_and_duplicate_people_quarantined() {
+    let (_d, data) = dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = |t: &str| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(data.join("tables").join(t))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot("users");
+    let m = dir.path().join("messages.jsonl");
+    std::fs::write(&m, "{\"user_id\":1,\"ts\":\"2025-03-01T10:00:00Z\",\"chat_kind\":\"private\",\"emoji\":null,\"length\":3}\n").unwrap();
+    let r = run(&data, &["ingest", "users", m.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("field") && r.stderr.contains("`ts`") && r.stderr.contains("Nothing was written"), "the mismatch is named: {}", r.stderr);
+    assert_eq!(snapshot("users"), before, "nothing written");
+    assert!(!data.join("quarantine/users").exists() || std::fs::read_dir(data.join("quarantine/users")).unwrap().count() == 0);
+
+    // person 1 is stored already; person 900 twice in the new file
+    let u = dir.path().join("more-users.csv");
+    std::fs::write(&u, "user_id,age_group,signup_date\n900,90s,2024-02-01\n1,80s,2024-01-13\n900,70s,2024-03-01\n901,55+,2024-04-01\n").unwrap();
+    let out = ok(&data, &["ingest", "users", u.to_str().unwrap()]);
+    assert!(out.contains("kept 2 rows, rejected 2"), "{out}");
+    assert!(out.contains("2 × a second row for this person"), "{out}");
+    let q = std::fs::read_dir(data.join("quarantine/users")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("more-users")).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(q).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let quarantined: Vec<i64> = lines.iter().map(|l| l["line"].as_i64().unwrap()).collect();
+    assert_eq!(quarantined, vec![3, 4], "the stored person's row and the file's second row for 900: {lines:?}");
+    assert!(lines.iter().all(|l| l["reason"].as_str().unwrap().contains("one_row_per_unit")), "{lines:?}");
+    // the table answers as one row per person: 150 + 2 people, each once
+    let v = json(&data, &["query", "SELECT COUNT(*) AS n FROM users", "--epsilon", "5", "--format", "json"]);
+    let n = v["rows"][0]["n"]["value"].as_f64().unwrap();
+    assert!((n - 152.0).abs() <= 6.0, "{v}");
+}
