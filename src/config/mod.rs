@@ -660,7 +660,8 @@ auto_bounds = true         # choose each query's contribution limits from the da
                            # release, auto_bounds_share of its ε) to minimise bias plus
                            # noise, and estimate what they cut; false: the fixed limits below
 auto_bounds_share = 0.1    # share of ε spent choosing limits and estimating what they cut
-# fixed limits: used when auto_bounds = false or a --max-… flag is given
+# fixed limits: used when auto_bounds = false, a --max-… flag is given, or a query
+# holds too few people to choose limits at its ε (dpq says so in a note)
 max_rows_per_unit = 100    # L1 bound: rows one person may add to one query in total
 max_groups_per_unit = 4    # L0 bound: GROUP BY groups one person may touch
 max_rows_per_group = 20    # Linf bound: rows one person adds to one group

@@ -171,16 +171,7 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
     // the ones the last answer on these tables used, else with dpq.toml's
     let (cal, limits_source) = match (&cal0.auto_bounds, recent) {
         (Some(_), Some(f)) => {
-            let l = Limits {
-                max_rows_per_unit: f.groups_per_unit().max(f.rows_per_group()),
-                max_groups_per_unit: f.groups_per_unit(),
-                max_rows_per_group: f.rows_per_group(),
-            };
-            let l = match f {
-                Family::L1 { max_rows_per_unit } => Limits { max_rows_per_unit, ..l },
-                Family::L0Linf { .. } => l,
-            };
-            let (c, _) = cal0.with_limits(q, l)?;
+            let (c, _) = cal0.with_limits(q, Limits::of_family(f))?;
             (c, Some(format!("chosen from the data when the query runs; predicted with the limits the last answer on these tables used ({})", f.describe())))
         }
         (Some(_), None) => {
@@ -278,14 +269,14 @@ fn dp(q: &DpQuery, cal0: &Calibration, params: &QueryParams, sql: &str, remainin
                     })
                     .collect();
                 let text = shown(&at)
-                    .map(|a| format!("{:.1}th to {:.1}th at n = {}", a.percentile_low.unwrap_or_default(), a.percentile_high.unwrap_or(100.0), a.n))
+                    .map(|a| format!("{} to {} at n = {}", sig(a.percentile_low.unwrap_or_default()), sig(a.percentile_high.unwrap_or(100.0)), a.n))
                     .collect::<Vec<_>>()
                     .join(", ");
                 (
                     None,
                     None,
                     Some(format!(
-                        "exponential mechanism over {} bins of [{}, {}] (bin width {}); the released value's rank is within ±{:.0} values of the target rank with probability {pct:.0}%; the {pct:.0}% interval runs between the values at about these percentiles of the group's values: {text} (0th and 100th: the interval reaches the range's end)",
+                        "exponential mechanism over {} bins of [{}, {}] (bin width {}); the released value's rank is within ±{:.0} values of the target rank with probability {pct:.0}%; the {pct:.0}% interval runs between the group's values at about percentiles {text} (0 or 100: the interval reaches the range's end)",
                         dom.bins,
                         dom.lo,
                         dom.hi,

@@ -163,6 +163,22 @@ impl Engine {
 
     /// Execute and release with the randomness of `seed`.
     pub async fn compute(&self, q: &DpQuery, cal: &Calibration, seed: [u8; 32]) -> Result<QueryResult> {
+        self.compute_with_limits(q, cal, seed, None).await
+    }
+
+    /// [`Engine::compute`], with the limits another answer chose from the data
+    /// (`given`: the limits and what chose them) used instead of a pick of this
+    /// query's own — post-processing of that answer's DP release, so sections
+    /// of a report that must agree are bounded alike. Only under auto-bounds
+    /// (whose charge covers noise calibrated on any limits); the people count
+    /// and the disclosure are still released.
+    pub async fn compute_with_limits(
+        &self,
+        q: &DpQuery,
+        cal: &Calibration,
+        seed: [u8; 32],
+        given: Option<(crate::privacy::mechanisms::auto_bounds::Limits, String)>,
+    ) -> Result<QueryResult> {
         let stream = |n: u64| {
             let mut r = crate::privacy::samplers::seeded_rng(seed);
             r.set_stream(n);
@@ -175,20 +191,36 @@ impl Engine {
         let mut cal = cal.clone();
         let mut notes = Vec::new();
         let auto = cal.auto_bounds.clone();
+        let mut noisy_people = None;
         if let Some(ab) = &auto {
             let stats = bounded::stats_plan(q, &cal)?;
             let shapes = bounded::shape_histogram(&self.sessions, &stats).await?;
             let (c, l0, linf) = plan::configured_bounds(q, &cal.params);
             let fixed = crate::privacy::mechanisms::auto_bounds::Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf };
-            let limits = ab.choose(&shapes, fixed, &mut stream(0)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?;
-            let (recal, fallback) = cal.with_limits(q, limits)?;
+            let people = ab.noisy_people(&shapes, &mut stream(4)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?;
+            noisy_people = Some(people);
             let spent = crate::privacy::accountant::basic(&ab.releases()).0;
-            notes.push(match fallback {
-                None => format!(
+            let informative = ab.informative(people);
+            let limits = match (&given, informative) {
+                (Some((l, _)), _) => *l,
+                (None, true) => ab.choose(&shapes, fixed, people, &mut stream(0)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?,
+                (None, false) => fixed,
+            };
+            let (recal, fallback) = cal.with_limits(q, limits)?;
+            notes.push(match (fallback, informative) {
+                (Some(why), _) => why,
+                (None, _) if given.is_some() => {
+                    format!("bounded with the contribution limits {} chose, so the two agree: {}", given.as_ref().map(|g| g.1.as_str()).unwrap_or(""), recal.family.describe())
+                }
+                (None, true) => format!(
                     "the contribution limits were chosen from the data with ε={spent} (a DP release, part of this charge) to minimise bias plus noise: {}",
                     recal.family.describe()
                 ),
-                Some(why) => why,
+                (None, false) => format!(
+                    "too few people to choose the contribution limits from the data at this ε (about {people:.0}; choosing needs about {:.0} at ε={spent}): dpq.toml's fixed limits were used ({}); a larger ε lets dpq choose",
+                    crate::privacy::mechanisms::auto_bounds::MIN_RESOLUTIONS * ab.resolution(),
+                    recal.family.describe()
+                ),
             });
             cal = recal;
         }
@@ -211,7 +243,10 @@ impl Engine {
             }
         }
         let disclosure = match (&auto, people) {
-            (Some(ab), Some(p)) => Some(ab.disclose(p.people, p.cut, &mut stream(3)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?),
+            (Some(ab), Some(p)) => {
+                let people = noisy_people.ok_or_else(|| error::internal("auto-bounds: the people count was not released"))?;
+                Some(ab.disclose(people, p.cut, &mut stream(3)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?)
+            }
             _ => None,
         };
         let mut noise_rng = stream(2);

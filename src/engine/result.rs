@@ -70,7 +70,8 @@ pub struct Bias {
     /// `estimated` (a DP estimate released with the answer), `none` (nothing
     /// can be cut: one row per person), or `not_estimated` (fixed bounds).
     pub kind: String,
-    /// DP estimate of the share of people whose rows the limits cut, in [0, 1].
+    /// DP estimate of the share of people whose rows the limits cut, in [0, 1]
+    /// (absent when the counts are too noisy to say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_of_people_cut: Option<f64>,
     /// The noisy counts behind it, and their standard deviation.
@@ -89,6 +90,9 @@ pub struct Bias {
 impl Bias {
     /// The share of people cut above which an answer carries a warning.
     pub const WARN_SHARE: f64 = 0.05;
+    /// Below this many standard deviations of its counts' noise the people
+    /// count leaves the share cut undetermined (its error above ±25 points).
+    pub const MIN_PEOPLE_IN_STDDEVS: f64 = 4.0;
 
     /// `means_only`: every aggregate is a mean, variance or quantile, which
     /// cutting rows re-weights rather than shrinks.
@@ -97,6 +101,21 @@ impl Bias {
         // both counts are noisy: print them as a consistent pair (0 ≤ cut ≤ people)
         let people = d.people.max(0.0);
         let people_cut = d.people_cut.clamp(0.0, people);
+        // too few people for the counts' noise: the share says nothing
+        if people < Bias::MIN_PEOPLE_IN_STDDEVS * d.count_stddev {
+            return Bias {
+                kind: "estimated".into(),
+                share_of_people_cut: None,
+                people_cut: Some(people_cut),
+                people: Some(people),
+                count_stddev: Some(d.count_stddev),
+                warning: !means_only,
+                text: format!(
+                    "how much bounding ({bounding}) cut could not be estimated at this ε: each of its noisy counts is ±{:.0} people, against about {:.0} people in the query; a larger ε gives a usable estimate",
+                    d.count_stddev, people
+                ),
+            };
+        }
         let warning = share > Bias::WARN_SHARE && !means_only;
         let consequence = if means_only {
             "; in means, people with more rows than the limit weigh as if they had the limit: a mean is biased only as far as their values differ from others'"
@@ -192,11 +211,28 @@ mod tests {
     #[test]
     fn the_bias_text_never_shows_more_people_cut_than_people() {
         for (people, cut) in [(1229.0, 3692.0), (1229.0, -40.0), (-3.0, 10.0), (500.0, 100.0)] {
-            let d = Disclosure { people, people_cut: cut, share_cut: 1.0, count_stddev: 2828.0 };
-            let b = Bias::estimated(&d, "L1: ≤ 1 row per person", false);
-            let (c, p) = (b.people_cut.unwrap(), b.people.unwrap());
-            assert!(0.0 <= c && c <= p, "{c} of {p}");
-            assert!(b.text.contains(&format!("{c:.0} of {p:.0} people")), "{}", b.text);
+            for sd in [0.5, 2828.0] {
+                let d = Disclosure { people, people_cut: cut, share_cut: 1.0, count_stddev: sd };
+                let b = Bias::estimated(&d, "L1: ≤ 1 row per person", false);
+                let (c, p) = (b.people_cut.unwrap(), b.people.unwrap());
+                assert!(0.0 <= c && c <= p, "{c} of {p}");
+                if b.share_of_people_cut.is_some() {
+                    assert!(b.text.contains(&format!("{c:.0} of {p:.0} people")), "{}", b.text);
+                }
+            }
         }
+    }
+
+    /// Counts too noisy for their people (0 ± 620, seen in a report section
+    /// at ε = 0.01) say so, with a warning, instead of "cut 0.0% of people".
+    #[test]
+    fn a_disclosure_too_noisy_to_read_says_so() {
+        let d = Disclosure { people: 0.0, people_cut: 0.0, share_cut: 0.0, count_stddev: 620.0 };
+        let b = Bias::estimated(&d, "L1: ≤ 100 rows per person", false);
+        assert!(b.share_of_people_cut.is_none() && b.warning, "{b:?}");
+        assert!(b.text.contains("could not be estimated at this ε") && b.text.contains("±620"), "{}", b.text);
+        let fine = Bias::estimated(&Disclosure { people: 20_000.0, people_cut: 100.0, share_cut: 0.005, count_stddev: 60.0 }, "L1", false);
+        assert_eq!(fine.share_of_people_cut, Some(0.005));
+        assert!(!fine.warning && fine.text.contains("0.5% of people"), "{}", fine.text);
     }
 }

@@ -641,11 +641,11 @@ fn auto_bounds_stay_near_the_data_with_few_people() {
     let runs = 200;
     let (mut far_above, mut l0_near) = (0, 0);
     for _ in 0..runs {
-        let l = AutoBounds::new(eps, Choose::RowsPerUnit, Some(u64::MAX), 10).choose(&hist, fixed, &mut r).unwrap();
+        let l = AutoBounds::new(eps, Choose::RowsPerUnit, Some(u64::MAX), 10).choose(&hist, fixed, 1166.0, &mut r).unwrap();
         if log2_bin(l.max_rows_per_unit) > top + 2 {
             far_above += 1;
         }
-        let l = AutoBounds::new(eps, Choose::Groups, Some(u64::MAX), 10).choose(&hist, fixed, &mut r).unwrap();
+        let l = AutoBounds::new(eps, Choose::Groups, Some(u64::MAX), 10).choose(&hist, fixed, 1166.0, &mut r).unwrap();
         if (log2_bin(l.max_groups_per_unit) as i64 - q90 as i64).abs() <= 1 {
             l0_near += 1;
         }
@@ -654,7 +654,7 @@ fn auto_bounds_stay_near_the_data_with_few_people() {
     assert!(l0_near >= runs * 9 / 10, "the group limit was within one log₂ bin of the 90th percentile only {l0_near}/{runs} times");
     // a declared domain of 24 groups caps L0 (public knowledge, no ε)
     for _ in 0..50 {
-        let l = AutoBounds::new(eps, Choose::Groups, Some(24), 10).choose(&hist, fixed, &mut r).unwrap();
+        let l = AutoBounds::new(eps, Choose::Groups, Some(24), 10).choose(&hist, fixed, 1166.0, &mut r).unwrap();
         assert!(l.max_groups_per_unit <= 24, "L0 {} above the 24 declared groups", l.max_groups_per_unit);
     }
 }

@@ -291,7 +291,10 @@ pub(crate) async fn plan(engine: &Engine, ds: &Dataset, spec: &Spec, remaining_e
             // limits chosen when the report runs: the error depends on them
             Prepared::Dp { cal, .. } if cal.auto_bounds.is_some() => (
                 cal.charge().1,
-                "limits chosen from the data when the report runs".to_string(),
+                match &s.limits_of {
+                    Some(other) => format!("the limits section `{other}` chooses from the data when the report runs"),
+                    None => "limits chosen from the data when the report runs".to_string(),
+                },
                 format!("{expected} at dpq.toml's fixed limits; depends on the limits chosen"),
             ),
             Prepared::Dp { cal, .. } => (cal.charge().1, cal.family.describe(), expected),
@@ -463,12 +466,17 @@ pub(crate) async fn run(
         fresh,
     };
     let released = crate::engine::protocol::release(ledger, request, fresh, |charge| async move {
-        let mut sections = Vec::new();
+        let mut sections: Vec<SectionResult> = Vec::new();
         for ps in &plan.sections {
             let s = &ps.section;
+            // limits another section chose (post-processing of its release)
+            let given = s.limits_of.as_ref().and_then(|other| {
+                let family = sections.iter().find(|r| &r.id == other)?.result.family?;
+                Some((crate::privacy::mechanisms::auto_bounds::Limits::of_family(family), format!("section `{other}`")))
+            });
             let result = match &ps.prepared {
                 Prepared::Dp { query, cal, .. } => engine
-                    .compute(query, cal, crate::privacy::samplers::fresh_seed())
+                    .compute_with_limits(query, cal, crate::privacy::samplers::fresh_seed(), given.filter(|_| cal.auto_bounds.is_some()))
                     .await
                     .map_err(|e| EngineError::Invalid(format!("section `{}`: {}", s.id, crate::engine::error::after_charge(e))))?,
                 Prepared::Public { .. } => {

@@ -99,6 +99,12 @@ pub struct Section {
     pub max_groups_per_unit: Option<u64>,
     #[serde(default)]
     pub max_rows_per_group: Option<u64>,
+    /// The id of an earlier section whose contribution limits (chosen from
+    /// the data when the report runs) this one uses instead of choosing its
+    /// own, so that sections that must agree (months and the year total) are
+    /// bounded alike.
+    #[serde(default)]
+    pub limits_of: Option<String>,
     /// Multiply displayed values (e.g. 1/60 for seconds → minutes).
     #[serde(default)]
     pub scale: Option<f64>,
@@ -187,6 +193,14 @@ impl Spec {
                 }
                 if t.topk_probability.is_some() && (t.min_gap.is_none() || s.k.is_none()) {
                     return Err(bad(s, "a top-k target needs k and min_gap"));
+                }
+            }
+            if let Some(other) = &s.limits_of {
+                if !ids.contains(other) || other == &s.id {
+                    return Err(bad(s, &format!("limits_of = \"{other}\" must name an earlier section (sections run in order)")));
+                }
+                if s.max_rows_per_unit.is_some() || s.max_groups_per_unit.is_some() || s.max_rows_per_group.is_some() {
+                    return Err(bad(s, "give either limits_of or fixed max_… limits, not both"));
                 }
             }
             if matches!(s.chart, Chart::Heatmap | Chart::Topk) && (s.x.is_none() || s.y.is_none()) {

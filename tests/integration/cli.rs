@@ -105,7 +105,7 @@ fn explain_spends_nothing_and_describes_the_plan() {
 #[test]
 fn table_and_csv_outputs() {
     let (_d, data) = dataset();
-    let t = ok(&data, &["query", "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind"]);
+    let t = ok(&data, &["query", "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind"]);
     assert!(t.contains(" ± ") && t.contains("privacy: ε=0.5"), "{t}");
     let c = ok(&data, &["query", "SELECT kind, COUNT(*) AS n FROM calls GROUP BY kind", "--format", "csv"]);
     assert!(c.starts_with("kind,n,n_stddev,n_ci_low,n_ci_high,dpq_epsilon,dpq_delta,dpq_ledger_entry,"), "the privacy metadata travels with the rows: {c}");

@@ -304,7 +304,9 @@ fn seeds_are_not_readable_from_the_ledger() {
 #[test]
 fn auto_bounds_are_recorded_as_used() {
     let (_d, data) = dataset();
-    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--format", "json", "--epsilon", "2"]);
+    // ε = 8: enough for 150 people to choose limits (below about 28.6/ε_pick
+    // people dpq keeps dpq.toml's fixed limits, and says so)
+    let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--format", "json", "--epsilon", "8"]);
     let used = v["privacy"]["bounding"].as_str().unwrap().to_string();
     let note = v["notes"].as_array().unwrap().iter().find_map(|n| n.as_str().filter(|s| s.contains("chosen from the data")).map(str::to_string)).unwrap();
     assert!(note.ends_with(&used), "the note names the limits used: {note} vs {used}");
@@ -316,8 +318,13 @@ fn auto_bounds_are_recorded_as_used() {
     let log = json(&data, &["budget", "--log", "--format", "json"]);
     let result = log["entries"].as_array().unwrap().iter().rev().find(|e| e["kind"] == "result").unwrap().clone();
     assert_eq!(result["params"]["bounding_used"].as_str().unwrap(), used);
-    let text = ok(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--auto-bounds", "--epsilon", "2"]);
+    let text = ok(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--auto-bounds", "--epsilon", "8"]);
     assert!(text.contains(&used), "the privacy line states the bounds used: {text}");
+    // too few people for the ε: the fixed limits, said so, and the disclosure
+    // says it cannot tell
+    let small = json(&data, &["query", "SELECT kind, COUNT(*) FROM calls GROUP BY kind", "--format", "json", "--epsilon", "0.5"]);
+    assert!(small["privacy"]["bounding"].as_str().unwrap().contains("≤ 100 rows"), "{small}");
+    assert!(small["notes"].to_string().contains("too few people to choose the contribution limits"), "{small}");
 }
 
 /// An exported statement verifies standalone and rejects an edited number.

@@ -264,3 +264,66 @@ fn the_statement_names_the_mechanism_used() {
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert!(j["privacy"]["mechanism"].as_str().unwrap_or("").to_lowercase().contains("gauss"), "{}", j["privacy"]);
 }
+
+/// Sections that must agree are planned so that they do: on a year of
+/// generated messages, the months (`limits_of` the year totals) add up to the
+/// 2025 total within the noise both state, and they were bounded with the
+/// year totals' limits. A `limits_of` naming a later section is refused.
+#[test]
+fn months_add_up_to_the_year_total() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let logs = d.path().join("logs");
+    ok(d.path(), &["init", data.to_str().unwrap()]);
+    ok(d.path(), &["generate", "--users", "120", "--days", "365", "--out", logs.to_str().unwrap(), "--seed", "11"]);
+    ok(&data, &["ingest", "messages", logs.join("messages.csv").to_str().unwrap()]);
+    let spec = d.path().join("year.toml");
+    let sections = |order: [&str; 2]| {
+        let year = r#"
+[[section]]
+id = "year"
+title = "Messages per year"
+chart = "bar"
+epsilon_share = 1
+sql = "SELECT CASE WHEN ts >= '2025-01-01' THEN '2025' ELSE '2024' END AS year, COUNT(*) AS messages FROM messages WHERE ts >= '2024-01-01' AND ts < '2026-01-01' GROUP BY 1"
+"#;
+        let months = r#"
+[[section]]
+id = "months"
+title = "Messages by month"
+chart = "line"
+x = "month"
+epsilon_share = 1
+limits_of = "year"
+sql = "SELECT date_part('month', ts) AS month, COUNT(*) AS messages FROM messages WHERE ts >= '2025-01-01' AND ts < '2026-01-01' GROUP BY month"
+"#;
+        let body: Vec<&str> = order.iter().map(|o| if *o == "year" { year } else { months }).collect();
+        format!("title = \"t\"\n[privacy]\nepsilon = 10\n{}", body.join(""))
+    };
+    std::fs::write(&spec, sections(["months", "year"])).unwrap();
+    let r = run(&data, &["report", spec.to_str().unwrap(), "--plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("limits_of = \"year\" must name an earlier section"), "{}", r.stderr);
+
+    std::fs::write(&spec, sections(["year", "months"])).unwrap();
+    let plan = ok(&data, &["report", spec.to_str().unwrap(), "--plan"]);
+    assert!(plan.contains("the limits section `year` chooses"), "{plan}");
+    let out = d.path().join("out");
+    ok(&data, &["report", spec.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let sec = |id: &str| rep["sections"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+    let (year, months) = (sec("year"), sec("months"));
+    assert_eq!(year["bounding"], months["bounding"], "bounded alike");
+    let notes = months["result"]["notes"].to_string();
+    assert!(notes.contains("section `year` chose"), "{notes}");
+    let total = year["result"]["rows"].as_array().unwrap().iter().find(|r| r["year"] == "2025").unwrap()["messages"].clone();
+    let rows = months["result"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let sum: f64 = rows.iter().map(|r| r["messages"]["value"].as_f64().unwrap()).sum();
+    let var: f64 = rows.iter().map(|r| r["messages"]["stddev"].as_f64().unwrap().powi(2)).sum::<f64>() + total["stddev"].as_f64().unwrap().powi(2);
+    // 5 standard deviations of the difference of two independent noisy totals
+    // (Laplace sums: a false failure well below 10⁻⁴)
+    let (t, diff) = (total["value"].as_f64().unwrap(), sum - total["value"].as_f64().unwrap());
+    assert!(diff.abs() <= 5.0 * var.sqrt(), "months sum to {sum}, the 2025 total is {t} (±{} sd)", var.sqrt());
+    assert!(diff.abs() <= 0.2 * t, "months sum to {sum} against {t}: the noise is small next to the total, so they must agree closely");
+}

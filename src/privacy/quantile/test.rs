@@ -127,3 +127,69 @@ fn prior_keeps_the_pick_out_of_empty_upper_bins() {
     assert!(uniform > 120, "uniform measure above the data {uniform}/300");
     assert!(decaying < 15, "exp(−k) measure above the data {decaying}/300");
 }
+
+/// The scan stops where the people above fall to the target: 20 000 people
+/// over bins 0..=12 (1 000 above bin 8, 40 above bins 9 and 10, 5 above bin
+/// 11), ε = 1, target 30 → bins 9 to 12 (40 is within the noise of 30 + the
+/// margin of 8 people), never below or in the empty bins far above;
+/// and on 150 people the scan still lands in the data, not at bin 0 (the
+/// exponential mechanism's base measure chose bin 0 there).
+#[test]
+fn svt_stops_where_the_people_above_fall_to_the_target() {
+    let mut hist = vec![0u64; 64];
+    for (k, n) in [(0, 2000), (3, 8000), (6, 7000), (8, 2000), (9, 960), (10, 0), (11, 35), (12, 5)] {
+        hist[k] = n;
+    }
+    let mut r = rng(21);
+    for _ in 0..200 {
+        let k = svt_threshold(&mut r, &hist, 30, a("1")).unwrap().unwrap();
+        assert!((9..=12).contains(&k), "stopped at bin {k}");
+    }
+    // 150 people, ε = 0.4: every person has ≥ 8 rows (bin ≥ 3); target 1
+    let mut small = vec![0u64; 64];
+    for (k, n) in [(3, 30), (5, 60), (7, 40), (9, 15), (12, 5)] {
+        small[k] = n;
+    }
+    let (mut low, runs) = (0, 400);
+    for _ in 0..runs {
+        let k = svt_threshold(&mut r, &small, 1, a("0.4")).unwrap().unwrap_or(63);
+        if k < 7 {
+            low += 1;
+        }
+        assert!(k <= 16, "ran off to bin {k}");
+    }
+    assert!(low <= runs / 20, "stopped below bin 7 (≥ 20 people above) {low}/{runs} times");
+}
+
+/// ε-DP of the scan, measured: a person added at the top (every #above
+/// moves by one) changes no outcome's probability by more than e^ε. 80 000
+/// scans per side at ε = 1; only outcomes seen ≥ 1 500 times are compared,
+/// with 20 % slack (≈ 5 standard errors of the ratio at that count: a false
+/// failure well below 10⁻⁴).
+#[test]
+fn svt_is_epsilon_dp_on_neighbours() {
+    let d: Vec<u64> = vec![3, 2, 2, 1, 0, 0, 0, 0];
+    let mut d2 = d.clone();
+    d2[7] += 1;
+    let eps = a("1");
+    let trials = 80_000;
+    let count = |h: &[u64], seed: u64| {
+        let mut r = rng(seed);
+        let mut c = [0u64; 9];
+        for _ in 0..trials {
+            c[svt_threshold(&mut r, h, 1, eps).unwrap().unwrap_or(8)] += 1;
+        }
+        c
+    };
+    let (a1, a2) = (count(&d, 31), count(&d2, 32));
+    let bound = 1f64.exp() * 1.2;
+    let mut compared = 0;
+    for k in 0..9 {
+        if a1[k] >= 1500 && a2[k] >= 1500 {
+            compared += 1;
+            let ratio = a1[k] as f64 / a2[k] as f64;
+            assert!(ratio <= bound && 1.0 / ratio <= bound, "outcome {k}: {} vs {} (ratio {ratio})", a1[k], a2[k]);
+        }
+    }
+    assert!(compared >= 3, "too few outcomes compared: {a1:?} {a2:?}");
+}

@@ -10,20 +10,30 @@
 //! Vassilvitskii 2019, "Bounding user contributions: a bias-variance
 //! trade-off in differential privacy", ICML). The caller derives κ from the
 //! query's mechanisms ([`AutoBounds::target`]); here the limit is released by
-//! the exponential mechanism with utility −|#{people above the limit} − κ|
-//! (sensitivity 1) on a log₂ grid of limits (bin k stands for 2^(k+1) − 1),
-//! with the decreasing base measure μ(k) = e^(−2k) so that the many empty bins
-//! above the data do not win by number (McSherry & Talwar 2007, Thm 6: ε-DP
-//! for any base measure fixed before the data is seen).
+//! the sparse vector technique (AboveThreshold, Dwork & Roth 2014, Alg. 1):
+//! scanning a log₂ grid of limits upward (bin k stands for 2^(k+1) − 1), the
+//! first whose noisy count of people above it is at most κ — the lowest limit
+//! where the slope has vanished. Each count has sensitivity 1 and the scan is
+//! ε-DP however many bins it reads. (Until 2026-11-30 an exponential mechanism
+//! over the same bins picked it, with a base measure e^(−2k) to break the tie
+//! of the empty bins above the data; on small inputs that measure overruled
+//! the data and chose C = 1. The scan stops at the lowest of those bins and
+//! needs no measure.) The median rule of means and the group limit's 90th
+//! percentile are scans too, for "at most half" and "at most a tenth" of the
+//! noisy people count above.
 //!
-//! The pick's rank error is about 2·ln(bins/β)/ε people; at the small ε the
-//! choice gets it lands anywhere between the target and a few hundred people
-//! above it. Because cutting heavy contributors costs far more than a larger
-//! noise scale in the heavy-tailed data of event logs, the limit of a single
-//! total (no GROUP BY) is one log₂ bin above the pick ([`HEADROOM_BINS`]):
-//! twice a noise that is small next to the total, against a bias that can be
-//! a tenth of it (measured: docs/accuracy.md). With several groups the pick is
-//! used as it is: each group's noise then weighs as much as its bias.
+//! **Too little data.** Below [`MIN_RESOLUTIONS`] × the scan's resolution
+//! (≈ 28.6/ε people) no limit can be told from another: the engine keeps the
+//! data owner's fixed limits instead, and says so.
+//!
+//! The pick's error is about 4·ln(bins/β)/ε people (the scan also stops two
+//! noise scales, 8/ε people, early on purpose; see [`svt_threshold`]). Because cutting heavy
+//! contributors costs far more than a larger noise scale in the heavy-tailed
+//! data of event logs, the limit of a single total (no GROUP BY) is one log₂
+//! bin above the pick ([`HEADROOM_BINS`]): twice a noise that is small next to
+//! the total, against a bias that can be a tenth of it (measured:
+//! docs/accuracy.md). With several groups the pick is used as it is: each
+//! group's noise then weighs as much as its bias.
 //!
 //! Which limits are chosen depends on the bounding family the query uses:
 //! L1 (rows per person, for Laplace histograms) needs one pick; L0/Linf
@@ -46,19 +56,25 @@ use crate::privacy::accountant::Release;
 use crate::privacy::amount::Amount;
 use crate::privacy::bounding::{UnitShape, log2_bin, log2_bin_upper};
 use crate::privacy::noise::Noise;
-use crate::privacy::quantile::{QuantileError, em_quantile_with_prior, em_threshold};
+use crate::privacy::quantile::{QuantileError, svt_threshold};
 
 /// Percentile of per-person group counts the group limit aims to keep whole.
 pub const LEVEL: f64 = 0.9;
-
-/// Base measure of the picks: bin k weighs exp(−2k) (numerator/denominator of the rate):
-/// bins above the data, which all tie, then hold ≈ 16 % of the mass, not 58 %.
-pub const PRIOR: (u64, u64) = (2, 1);
 
 /// Log₂ bins added above a row-limit pick for a single total (see the module
 /// documentation); with several groups each group's noise counts as much as
 /// its bias, and the pick is used as it is.
 pub const HEADROOM_BINS: usize = 1;
+
+/// The people a query must hold, in units of the picks' resolution
+/// ([`AutoBounds::resolution`]), for a pick to be trusted over the data
+/// owner's fixed limits. Below it the scan's noise is larger than the people
+/// it counts and the pick is arbitrary (seen with the exponential mechanism
+/// it replaced: C = 1 row per person for 150 people at ε = 0.01, a year's
+/// messages counted as 149): the fixed limits of dpq.toml are used instead. The test
+/// reads the noisy people count, a DP release; the decision is
+/// post-processing.
+pub const MIN_RESOLUTIONS: f64 = 1.0;
 
 /// The share of the auto-bounds ε spent on the disclosure counts (both).
 pub const DISCLOSURE_SHARE: (u128, u128) = (1, 5);
@@ -110,6 +126,22 @@ pub struct Limits {
     pub max_rows_per_group: u64,
 }
 
+impl Limits {
+    /// The limits a family applied, as auto-bounds states them (L1's C is
+    /// also its group and per-group limit; L0/Linf's rows per person is the
+    /// larger of its two limits).
+    pub fn of_family(f: crate::privacy::bounding::Family) -> Limits {
+        match f {
+            crate::privacy::bounding::Family::L1 { max_rows_per_unit } => {
+                Limits { max_rows_per_unit, max_groups_per_unit: max_rows_per_unit, max_rows_per_group: max_rows_per_unit }
+            }
+            crate::privacy::bounding::Family::L0Linf { max_groups_per_unit, max_rows_per_group } => {
+                Limits { max_rows_per_unit: max_groups_per_unit.max(max_rows_per_group), max_groups_per_unit, max_rows_per_group }
+            }
+        }
+    }
+}
+
 /// The DP estimate of how much bounding cut.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Disclosure {
@@ -150,8 +182,16 @@ impl AutoBounds {
 
     /// Pick the limits from the joint histogram of per-person sizes
     /// (([`log2_bin`] of rows, of groups, of the largest group), people), the
-    /// DP release. Limits not chosen keep `fixed`'s.
-    pub fn choose<R: RngCore + CryptoRng>(&self, shapes: &[((usize, usize, usize), u64)], fixed: Limits, rng: &mut R) -> Result<Limits, QuantileError> {
+    /// DP release; `people` is [`AutoBounds::noisy_people`] (already released),
+    /// which turns the median and 90th-percentile rules into counts of people
+    /// above. Limits not chosen keep `fixed`'s.
+    pub fn choose<R: RngCore + CryptoRng>(
+        &self,
+        shapes: &[((usize, usize, usize), u64)],
+        fixed: Limits,
+        people: f64,
+        rng: &mut R,
+    ) -> Result<Limits, QuantileError> {
         // a marginal, with bins above `cap`'s folded into its bin (min(x, cap) for every x)
         let marginal = |dim: usize, cap: u64| {
             let top = log2_bin(cap);
@@ -162,13 +202,19 @@ impl AutoBounds {
             }
             h
         };
+        // the first bin (from below) with at most `above` people above it, by
+        // the sparse vector technique; none qualifying: the top bin
+        let first_with = |dim: usize, cap: u64, above: u64, rng: &mut R| -> Result<usize, QuantileError> {
+            let hist = marginal(dim, cap);
+            Ok(svt_threshold(rng, &hist, above, self.epsilon_each)?.unwrap_or(hist.len() - 1))
+        };
+        let share_above = |level: f64| (people.max(0.0) * (1.0 - level)).round() as u64;
         let rows_limit = |dim: usize, rng: &mut R| -> Result<u64, QuantileError> {
-            let hist = marginal(dim, u64::MAX);
             if self.target == 0 {
-                let bin = em_quantile_with_prior(rng, &hist, MEAN_RULE, self.epsilon_each, 1, PRIOR)?;
+                let bin = first_with(dim, u64::MAX, share_above(MEAN_RULE), rng)?;
                 return Ok(log2_bin_upper(bin).max(1));
             }
-            let bin = em_threshold(rng, &hist, self.target, self.epsilon_each, PRIOR)?;
+            let bin = first_with(dim, u64::MAX, self.target, rng)?;
             let headroom = if self.groups.is_none() { HEADROOM_BINS } else { 0 };
             Ok(log2_bin_upper((bin + headroom).min(40)).max(1))
         };
@@ -176,7 +222,7 @@ impl AutoBounds {
             match self.groups {
                 None => Ok(1),
                 Some(cap) => {
-                    let bin = em_quantile_with_prior(rng, &marginal(1, cap.max(1)), LEVEL, self.epsilon_each, 1, PRIOR)?;
+                    let bin = first_with(1, cap.max(1), share_above(LEVEL), rng)?;
                     Ok(log2_bin_upper(bin).clamp(1, cap.max(1)))
                 }
             }
@@ -195,12 +241,34 @@ impl AutoBounds {
         Ok(l)
     }
 
-    /// The disclosure: the people in the query and those the limits cut
-    /// (exact counts from the bounded pass), each with Laplace noise of
-    /// sensitivity 1 at [`AutoBounds::epsilon_disclose`].
-    pub fn disclose<R: RngCore + CryptoRng>(&self, people: u64, cut: u64, rng: &mut R) -> Result<Disclosure, QuantileError> {
+    /// The people in the query, from the histogram of their sizes, with
+    /// Laplace noise of sensitivity 1 at [`AutoBounds::epsilon_disclose`]: the
+    /// first of the two disclosure counts, released before the picks so that
+    /// [`AutoBounds::informative`] can read it.
+    pub fn noisy_people<R: RngCore + CryptoRng>(&self, shapes: &[((usize, usize, usize), u64)], rng: &mut R) -> Result<f64, QuantileError> {
         let noise = Noise::laplace(1, self.epsilon_disclose).map_err(|_| QuantileError::ZeroEpsilon)?;
-        let people = (people.min(i64::MAX as u64) as i128 + noise.sample(rng)).max(0) as f64;
+        let people: u64 = shapes.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n));
+        Ok((people.min(i64::MAX as u64) as i128 + noise.sample(rng)).max(0) as f64)
+    }
+
+    /// The picks' resolution in people: the scan's query noise (scale 4/ε)
+    /// bounded over the 64 log₂ bins of a limit at β = 5 %, 4·(ln 64 + ln 20)/ε.
+    pub fn resolution(&self) -> f64 {
+        4.0 * (64f64.ln() + 20f64.ln()) / self.epsilon_each.to_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// Whether a query of about `people` (noisy) is large enough for the
+    /// picks to mean something ([`MIN_RESOLUTIONS`]).
+    pub fn informative(&self, people: f64) -> bool {
+        people >= MIN_RESOLUTIONS * self.resolution()
+    }
+
+    /// The disclosure: the people in the query (`people`, from
+    /// [`AutoBounds::noisy_people`]) and those the limits cut (exact, from the
+    /// bounded pass, with Laplace noise of sensitivity 1 at
+    /// [`AutoBounds::epsilon_disclose`]).
+    pub fn disclose<R: RngCore + CryptoRng>(&self, people: f64, cut: u64, rng: &mut R) -> Result<Disclosure, QuantileError> {
+        let noise = Noise::laplace(1, self.epsilon_disclose).map_err(|_| QuantileError::ZeroEpsilon)?;
         let people_cut = (cut.min(i64::MAX as u64) as i128 + noise.sample(rng)).max(0) as f64;
         let share_cut = if people > 0.0 { (people_cut / people).clamp(0.0, 1.0) } else { 0.0 };
         Ok(Disclosure { people, people_cut, share_cut, count_stddev: noise.stddev() })

@@ -48,10 +48,12 @@ fn the_row_limit_follows_the_target_and_the_cut_is_disclosed() {
     let runs = 60;
     let mut off_the_top = 0;
     for _ in 0..runs {
-        let l = a.choose(&hist, fixed(), &mut r).unwrap();
+        let l = a.choose(&hist, fixed(), shapes.len() as f64, &mut r).unwrap();
         let c = l.max_rows_per_unit;
         let above = sorted.iter().filter(|&&x| x > c).count();
-        let d = a.disclose(shapes.len() as u64, above as u64, &mut r).unwrap();
+        let people = a.noisy_people(&hist, &mut r).unwrap();
+        assert!(a.informative(people), "20 000 people at ε = 1 are enough to choose");
+        let d = a.disclose(people, above as u64, &mut r).unwrap();
         // the pick's rank error at ε = 0.4 is a few dozen people; the headroom bin halves what is cut
         assert!(above <= 400, "C = {c} cuts {above} people");
         // the data ends in bin 13 (≤ 16 383): the pick is bin 13 or above, plus the headroom
@@ -71,7 +73,21 @@ fn the_row_limit_follows_the_target_and_the_cut_is_disclosed() {
 fn group_limits_respect_the_domain_cap() {
     let shapes: Vec<UnitShape> = (0..5000u64).map(|i| UnitShape { rows: 100 + i % 100, groups: 1 + i % 24, max_rows_in_group: 10 + i % 20 }).collect();
     let a = AutoBounds::new("3".parse().unwrap(), Choose::GroupsAndRows, Some(24), 100);
-    let l = a.choose(&shape_histogram(&shapes), fixed(), &mut seeded_rng([4; 32])).unwrap();
+    let l = a.choose(&shape_histogram(&shapes), fixed(), shapes.len() as f64, &mut seeded_rng([4; 32])).unwrap();
     assert!(l.max_groups_per_unit <= 24);
     assert!((15..=63).contains(&l.max_rows_per_group), "{l:?}");
+}
+
+/// Below [`MIN_RESOLUTIONS`] resolutions of people the pick is arbitrary: the
+/// engine then keeps the fixed limits. 150 people at a report section's ε are
+/// far below; 20 000 at ε = 1 far above; the threshold moves as 1/ε.
+#[test]
+fn small_queries_are_not_informative() {
+    let eps = |e: &str| AutoBounds::new(e.parse().unwrap(), Choose::RowsPerUnit, None, 50);
+    let (small, large) = (eps("0.0228"), eps("1"));
+    assert!(!small.informative(150.0));
+    assert!(large.informative(20_000.0));
+    assert!((small.resolution() / large.resolution() - 1.0 / 0.0228).abs() < 0.5, "{} {}", small.resolution(), large.resolution());
+    // MovieLens' 943 people at ε = 1 with a 5 % share: informative
+    assert!(eps("0.05").informative(943.0), "{}", eps("0.05").resolution());
 }
