@@ -28,6 +28,7 @@ use crate::dataset::Dataset;
 use crate::ledger::{ChargeRequest, Ledger};
 use crate::privacy::amount::Amount;
 use crate::privacy::mechanisms::Mechanism;
+use crate::privacy::mechanisms::auto_bounds::Limits;
 use analyze::{Analysis, DpQuery, PublicDomains};
 pub use error::{EngineError, Result};
 use plan::{Calibration, QueryParams};
@@ -196,13 +197,14 @@ impl Engine {
             let stats = bounded::stats_plan(q, &cal)?;
             let shapes = bounded::shape_histogram(&self.sessions, &stats).await?;
             let (c, l0, linf) = plan::configured_bounds(q, &cal.params);
-            let fixed = crate::privacy::mechanisms::auto_bounds::Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf };
+            let fixed = Limits { max_rows_per_unit: c, max_groups_per_unit: l0, max_rows_per_group: linf };
             let people = ab.noisy_people(&shapes, &mut stream(4)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?;
             noisy_people = Some(people);
             let spent = crate::privacy::accountant::basic(&ab.releases()).0;
             let informative = ab.informative(people);
             let limits = match (&given, informative) {
-                (Some((l, _)), _) => *l,
+                // a group limit no larger than this query's public cap
+                (Some((l, _)), _) => Limits { max_groups_per_unit: l.max_groups_per_unit.min(ab.groups.unwrap_or(u64::MAX).max(1)), ..*l },
                 (None, true) => ab.choose(&shapes, fixed, people, &mut stream(0)).map_err(|e| error::internal(format!("auto-bounds: {e}")))?,
                 (None, false) => fixed,
             };
@@ -217,7 +219,7 @@ impl Engine {
                     recal.family.describe()
                 ),
                 (None, false) => format!(
-                    "too few people to choose the contribution limits from the data at this ε (about {people:.0}; choosing needs about {:.0} at ε={spent}): dpq.toml's fixed limits were used ({}); a larger ε lets dpq choose",
+                    "too few people to choose the contribution limits from the data at this ε (about {people:.0}; choosing needs about {:.0} at ε={spent}, which was spent on the attempt and on what the limits cut): dpq.toml's fixed limits were used ({}); a larger ε lets dpq choose",
                     crate::privacy::mechanisms::auto_bounds::MIN_RESOLUTIONS * ab.resolution(),
                     recal.family.describe()
                 ),

@@ -304,7 +304,7 @@ fn seeds_are_not_readable_from_the_ledger() {
 #[test]
 fn auto_bounds_are_recorded_as_used() {
     let (_d, data) = dataset();
-    // ε = 8: enough for 150 people to choose limits (below about 28.6/ε_pick
+    // ε = 8: enough for 150 people to choose limits (below about 26.8/ε_pick
     // people dpq keeps dpq.toml's fixed limits, and says so)
     let v = json(&data, &["query", "SELECT chat_kind, COUNT(*) FROM messages GROUP BY chat_kind", "--format", "json", "--epsilon", "8"]);
     let used = v["privacy"]["bounding"].as_str().unwrap().to_string();

@@ -23,7 +23,7 @@
 //! noisy people count above.
 //!
 //! **Too little data.** Below [`MIN_RESOLUTIONS`] × the scan's resolution
-//! (≈ 28.6/ε people) no limit can be told from another: the engine keeps the
+//! (≈ 26.8/ε people) no limit can be told from another: the engine keeps the
 //! data owner's fixed limits instead, and says so.
 //!
 //! The pick's error is about 4·ln(bins/β)/ε people (the scan also stops two
@@ -129,14 +129,14 @@ pub struct Limits {
 impl Limits {
     /// The limits a family applied, as auto-bounds states them (L1's C is
     /// also its group and per-group limit; L0/Linf's rows per person is the
-    /// larger of its two limits).
+    /// most a person can add, groups × rows per group).
     pub fn of_family(f: crate::privacy::bounding::Family) -> Limits {
         match f {
             crate::privacy::bounding::Family::L1 { max_rows_per_unit } => {
                 Limits { max_rows_per_unit, max_groups_per_unit: max_rows_per_unit, max_rows_per_group: max_rows_per_unit }
             }
             crate::privacy::bounding::Family::L0Linf { max_groups_per_unit, max_rows_per_group } => {
-                Limits { max_rows_per_unit: max_groups_per_unit.max(max_rows_per_group), max_groups_per_unit, max_rows_per_group }
+                Limits { max_rows_per_unit: max_groups_per_unit.saturating_mul(max_rows_per_group), max_groups_per_unit, max_rows_per_group }
             }
         }
     }
@@ -252,9 +252,10 @@ impl AutoBounds {
     }
 
     /// The picks' resolution in people: the scan's query noise (scale 4/ε)
-    /// bounded over the 64 log₂ bins of a limit at β = 5 %, 4·(ln 64 + ln 20)/ε.
+    /// bounded over the 41 log₂ bins of a limit ([`log2_bin`] caps at 40) at
+    /// β = 5 %, 4·(ln 41 + ln 20)/ε ≈ 26.8/ε.
     pub fn resolution(&self) -> f64 {
-        4.0 * (64f64.ln() + 20f64.ln()) / self.epsilon_each.to_f64().max(f64::MIN_POSITIVE)
+        4.0 * (41f64.ln() + 20f64.ln()) / self.epsilon_each.to_f64().max(f64::MIN_POSITIVE)
     }
 
     /// Whether a query of about `people` (noisy) is large enough for the
