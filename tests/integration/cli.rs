@@ -407,3 +407,42 @@ fn explain_predicts_variance_stddev_and_median_within_2x() {
         within(span, span, got, "MEDIAN (percentile points spanned)");
     }
 }
+
+/// Timestamps and dates print as ISO 8601 in every output format (never as
+/// raw integers such as 1735516800000000).
+#[test]
+fn timestamps_and_dates_are_iso_8601_in_every_format() {
+    let (_d, data) = dataset();
+    ok(&data, &["budget", "set", "--epsilon", "100", "--delta", "1e-4", "--reason", "several formats"]);
+    let is_ts = |s: &str| s.len() == 20 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' && s.ends_with('Z');
+    let is_date = |s: &str| s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-';
+    let raw_integer = |s: &str| s.split(|c: char| !c.is_ascii_digit()).any(|t| t.len() >= 13);
+    for (sql, check) in [
+        ("SELECT date_trunc('week', ts) AS k, COUNT(*) AS n FROM messages GROUP BY k", &is_ts as &dyn Fn(&str) -> bool),
+        ("SELECT CAST(ts AS DATE) AS k, COUNT(*) AS n FROM messages GROUP BY k", &is_date),
+    ] {
+        let args = ["--epsilon", "10", "--delta", "1e-6"];
+        let j = json(&data, &[&["query", sql, "--format", "json"][..], &args[..]].concat());
+        let rows = j["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{sql}: some keys released: {j}");
+        for r in rows {
+            let k = r["k"].as_str().unwrap_or_else(|| panic!("{sql}: key is a string: {r}"));
+            assert!(check(k), "{sql}: JSON key {k}");
+        }
+        // the same keys in the table and CSV (a replay: same answer, no charge)
+        let t = ok(&data, &[&["query", sql][..], &args[..]].concat());
+        let c = ok(&data, &[&["query", sql, "--format", "csv"][..], &args[..]].concat());
+        for r in rows {
+            let k = r["k"].as_str().unwrap();
+            assert!(t.contains(k) && c.contains(k), "{sql}: {k} in table and CSV\n{t}\n{c}");
+        }
+        // the table's body (above its privacy lines, which carry hashes)
+        let body: Vec<&str> = t.lines().take_while(|l| !l.is_empty()).collect();
+        assert!(!raw_integer(&body.join("\n")), "{sql}: a raw integer timestamp\n{t}");
+        let mut rdr = csv::Reader::from_reader(c.as_bytes());
+        for rec in rdr.records() {
+            let k = rec.unwrap()[0].to_string();
+            assert!(check(&k), "{sql}: CSV key {k}");
+        }
+    }
+}

@@ -16,9 +16,12 @@
 //! P(|Z| ≤ k) ≥ the confidence, from the exact noise distribution.
 //!
 //! **Post-processing.** A count is never negative: the released value is
-//! max(v, 0) and the interval is intersected with [0, ∞). Post-processing a DP
-//! release is DP; the interval keeps its coverage (the true count is ≥ 0), and
-//! the value stays inside it. Clipping biases counts near zero upward by at most
+//! max(v, 0) and the interval [max(v − k, 0), max(v + k, k)]: intersected with
+//! [0, ∞), and at the top never below the interval of a released 0 (so a
+//! count the noise pushed wholly below 0 reads "0 [0, k]", not "0 [0, 0]").
+//! Post-processing a DP release is DP; the interval keeps its coverage (the
+//! true count is ≥ 0, and the interval only grows), and the value stays
+//! inside it. Clipping biases counts near zero upward by at most
 //! E[max(0, −Z)] (≈ b/2 for Laplace), which explain states.
 
 use rand::{CryptoRng, RngCore};
@@ -53,11 +56,16 @@ impl Count {
     }
 }
 
-/// A noisy non-negative quantity `v` (grid units of size `unit`): value and
-/// interval intersected with [0, ∞).
+/// A noisy non-negative quantity `v` (grid units of size `unit`): value
+/// max(v, 0) and interval [max(v − k, 0), max(v + k, k)] — intersected with
+/// [0, ∞) and never shorter at the top than the interval of a count of 0, so
+/// a count pushed below 0 reads "0 [0, k]" (indistinguishable from 0 at this
+/// noise), not a certain-looking "0 [0, 0]". A superset of the symmetric
+/// interval's intersection with [0, ∞): the coverage is kept.
 pub(crate) fn clip_at_zero(v: i128, halfwidth: u128, stddev: f64, unit: f64) -> Cell {
-    let lo = v.saturating_sub(halfwidth as i128).max(0);
-    let hi = v.saturating_add(halfwidth as i128).max(0);
+    let k = halfwidth.min(i128::MAX as u128) as i128;
+    let lo = v.saturating_sub(k).max(0);
+    let hi = v.saturating_add(k).max(k);
     Cell { value: v.max(0) as f64 * unit, lo: lo as f64 * unit, hi: hi as f64 * unit, sd: stddev * unit }
 }
 

@@ -10,9 +10,15 @@ fn counts_are_never_negative_and_stay_inside_their_interval() {
         let cell = c.release(&mut rng, 5, 0.95);
         assert!(cell.value >= 0.0 && cell.lo >= 0.0);
         assert!(cell.lo <= cell.value && cell.value <= cell.hi, "{cell:?}");
+        // never a certain-looking "0 [0, 0]": at least the interval of a released 0
+        assert!(cell.hi >= c.halfwidth(0.95), "{cell:?}");
         clipped += (cell.value == 0.0) as u32;
     }
     assert!(clipped > 500, "a count of 5 with scale 200 is often clipped ({clipped})");
+    // a count of 0 whose noise drew far below: 0 [0, k]
+    let k = c.halfwidth(0.95);
+    let cell = clip_at_zero(-10 * k as i128, k as u128, 1.0, 1.0);
+    assert_eq!((cell.value, cell.lo, cell.hi), (0.0, 0.0, k));
 }
 
 #[test]
