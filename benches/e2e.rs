@@ -27,6 +27,10 @@ use dpq::dataset::Dataset;
 use dpq::generate::{FileFormat, GenerateOptions};
 use dpq::ingest::IngestOptions;
 
+/// The dpq binary's allocator, so the in-process child measures what the CLI runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Q {
     /// name for peers.py --question
     key: &'static str,

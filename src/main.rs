@@ -5,6 +5,11 @@ use clap::Parser;
 
 mod cli;
 
+/// mimalloc: the bounding operator allocates many small buffers per person,
+/// and with glibc's malloc allocation took ~40 % of a query (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     dpq::install_panic_hook();
     let args = cli::Args::parse();
