@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod error;
 pub mod explain;
 pub mod guard;
+pub mod one_shuffle;
 pub mod plan;
 pub mod protocol;
 pub mod release;

@@ -148,7 +148,13 @@ impl Sessions {
             rt = rt.with_memory_pool(Arc::new(FairSpillPool::new(limit as usize)));
         }
         let runtime = rt.build_arc().map_err(super::error::sql)?;
-        let state = SessionStateBuilder::new().with_config(cfg).with_runtime_env(runtime).with_default_features().build();
+        let state = SessionStateBuilder::new()
+            .with_config(cfg)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            // bounded plans shuffle once, by person (after DataFusion's own rules)
+            .with_physical_optimizer_rule(Arc::new(super::one_shuffle::OneShuffle))
+            .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(clamp_udf());
         ctx.register_udf(super::bound_op::log2_bin_udf().as_ref().clone());
