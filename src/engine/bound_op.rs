@@ -263,7 +263,7 @@ impl AggregateUDFImpl for BoundUdaf {
 #[derive(Debug, Clone, Copy)]
 struct Item {
     key_start: usize,
-    key_len: u32,
+    key_len: usize,
     bin: u32,
     rows: u64,
 }
@@ -296,11 +296,11 @@ struct Person {
 
 impl Person {
     fn key(&self, it: &Item) -> &[u8] {
-        &self.keys[it.key_start..it.key_start + it.key_len as usize]
+        &self.keys[it.key_start..it.key_start + it.key_len]
     }
-    /// The heap bytes it holds, as [`Shared::item_bytes`] counts them.
+    /// The heap bytes it holds (capacities: the buffers grow by doubling).
     fn bytes(&self) -> usize {
-        self.unit.as_ref().map_or(0, |u| u.len()) + self.keys.len() + self.items.len() * ITEM_BYTES + self.vals.len() * VALUE_BYTES
+        self.unit.as_ref().map_or(0, |u| u.len()) + self.keys.capacity() + self.items.capacity() * ITEM_BYTES + self.vals.capacity() * VALUE_BYTES
     }
 }
 
@@ -340,11 +340,6 @@ impl Shared {
         let unit_conv = RowConverter::new(vec![SortField::new(unit_type)])?;
         let key_conv = if cfg.radix.is_none() && cfg.keys > 0 { Some(RowConverter::new(key_types.into_iter().map(SortField::new).collect())?) } else { None };
         Ok(Shared { limits: cfg.value_limits()?, seed: cfg.seed()?, cfg, n_args, unit_conv, key_conv })
-    }
-
-    /// The heap bytes one item holds (its key, head and value statistics).
-    fn item_bytes(key_len: usize, values: usize) -> usize {
-        key_len + ITEM_BYTES + values * VALUE_BYTES
     }
 
     fn columns<'a>(&self, values: &'a [ArrayRef]) -> Result<Cols<'a>> {
@@ -420,20 +415,20 @@ impl Shared {
 
     /// Row `i` as an item of its person, or nothing when its key is outside
     /// the domain (or its bin NULL). Sets the unit if the person has none
-    /// yet. Returns the heap bytes added.
-    fn add_row(&self, p: &mut Person, cols: &Cols, i: usize) -> usize {
+    /// yet.
+    fn add_row(&self, p: &mut Person, cols: &Cols, i: usize) {
         if p.unit.is_none() {
             p.unit = Some(cols.units.row(i).as_ref().into());
         }
         let bin = match cols.bins {
-            Some(b) if b.is_null(i) => return 0,
+            Some(b) if b.is_null(i) => return,
             Some(b) => b.value(i) as u32,
             None => NO_BIN,
         };
         let start = p.keys.len();
         if !self.push_key(cols, i, &mut p.keys) {
             p.keys.truncate(start);
-            return 0;
+            return;
         }
         let key_len = p.keys.len() - start;
         for (cnt, s, q) in &cols.values {
@@ -444,8 +439,7 @@ impl Shared {
             });
         }
         let rows = if cols.rows.is_null(i) { 0 } else { cols.rows.value(i) as u64 };
-        p.items.push(Item { key_start: start, key_len: key_len as u32, bin, rows });
-        Self::item_bytes(key_len, self.cfg.values.len())
+        p.items.push(Item { key_start: start, key_len, bin, rows });
     }
 
     /// A person as a partial-aggregation state: [unit length, unit, items,
@@ -504,10 +498,10 @@ impl Shared {
         p.items.reserve(items);
         for _ in 0..items {
             let (start, len, rows, bin) = (u64_(b)? as usize, u64_(b)? as usize, u64_(b)?, u64_(b)?);
-            if start.checked_add(len).is_none_or(|e| e > keys_len) || len > u32::MAX as usize || bin > u32::MAX as u64 {
+            if start.checked_add(len).is_none_or(|e| e > keys_len) || bin > u32::MAX as u64 {
                 return internal_err!("dpq_bound: a state with a key outside its keys");
             }
-            p.items.push(Item { key_start: base + start, key_len: len as u32, bin: bin as u32, rows });
+            p.items.push(Item { key_start: base + start, key_len: len, bin: bin as u32, rows });
         }
         p.vals.reserve(items * nv);
         for _ in 0..items * nv {
@@ -605,7 +599,9 @@ impl Accumulator for BoundAccumulator {
         }
         let cols = self.s.columns(values)?;
         for i in 0..values[0].len() {
-            self.bytes += self.s.add_row(&mut self.p, &cols, i);
+            let before = self.p.bytes();
+            self.s.add_row(&mut self.p, &cols, i);
+            self.bytes += self.p.bytes().saturating_sub(before);
         }
         Ok(())
     }
@@ -673,7 +669,10 @@ impl datafusion::logical_expr::GroupsAccumulator for BoundGroups {
             if opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
                 continue;
             }
-            self.bytes += self.s.add_row(&mut self.people[g], &cols, i);
+            let p = &mut self.people[g];
+            let before = p.bytes();
+            self.s.add_row(p, &cols, i);
+            self.bytes += p.bytes().saturating_sub(before);
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::{Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 /// The person column of the bounded plans (`bounded::U`).
 const UNIT: &str = "__u";
@@ -65,14 +65,17 @@ fn hash(p: &Arc<dyn ExecutionPlan>) -> Option<(&RepartitionExec, Exprs, usize)> 
     }
 }
 
+/// The person column, by identity: `__u` at index 0 of its input. (By name
+/// alone, a projection renaming another column `__u` would pass, and the
+/// shuffle would hash one column while the aggregate groups by another.)
 fn is_unit(e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> bool {
-    e.downcast_ref::<Column>().is_some_and(|c| c.name() == UNIT)
+    e.downcast_ref::<Column>().is_some_and(|c| c.name() == UNIT && c.index() == 0)
 }
 
 /// Groups of an aggregate: plain expressions (no grouping sets), the person first.
 fn unit_first(a: &AggregateExec, len: Option<usize>) -> bool {
     let g = a.group_expr();
-    g.is_single() && !g.expr().is_empty() && len.is_none_or(|n| g.expr().len() == n) && is_unit(&g.expr()[0].0)
+    g.is_single() && !g.expr().is_empty() && len.is_none_or(|n| g.expr().len() == n) && is_unit(&g.expr()[0].0) && g.expr()[0].1 == UNIT
 }
 
 /// Rewrite one matching subtree; `None` when `p` is not the shape.
@@ -82,6 +85,11 @@ fn rewrite(p: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>
     let Some(part) = agg(rep.input(), AggregateMode::Partial).filter(|a| unit_first(a, Some(1))) else { return Ok(None) };
     // (a projection of the partials' columns may sit between the two)
     let projection = part.input().downcast_ref::<ProjectionExec>();
+    if let Some(p) = projection
+        && !p.expr().first().is_some_and(|e| is_unit(&e.expr) && e.alias == UNIT)
+    {
+        return Ok(None);
+    }
     let below = projection.map_or(part.input(), |p| p.input());
     let Some(fin_uk) = agg(below, AggregateMode::FinalPartitioned).filter(|a| unit_first(a, None) && a.group_expr().expr().len() > 1) else {
         return Ok(None);
@@ -109,18 +117,31 @@ fn rewrite(p: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>
     if single.schema() != fin.schema() {
         return Ok(None);
     }
+    // the person hashed is the person grouped by: the new shuffle's
+    // partitioning, seen through the aggregate below and the projection, must
+    // satisfy what the one-phase aggregate requires
+    let input = single.input();
+    let required = Distribution::KeyPartitioned(single.group_expr().input_exprs());
+    if !input.output_partitioning().satisfaction(&required, input.equivalence_properties(), true).is_satisfied() {
+        return Ok(None);
+    }
     Ok(Some(Arc::new(single)))
 }
 
 impl PhysicalOptimizerRule for OneShuffle {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|p| {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        let t = plan.transform_down(|p| {
             Ok(match rewrite(&p)? {
                 Some(new) => Transformed::yes(new),
                 None => Transformed::no(p),
             })
-        })
-        .map(|t| t.data)
+        })?;
+        if !t.transformed {
+            return Ok(t.data);
+        }
+        // DataFusion's own sanity check runs before this rule: run it again on
+        // what the rule built
+        datafusion::physical_optimizer::sanity_checker::SanityCheckPlan::new().optimize(t.data, config)
     }
 
     fn name(&self) -> &str {
@@ -184,13 +205,24 @@ mod test {
         assert_eq!(a.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
     }
 
-    /// Other shapes are left alone: a per-group aggregate over the partials
-    /// (not by person) keeps DataFusion's plan.
+    /// Other shapes are left alone, with DataFusion's plan and answer: a
+    /// per-group aggregate over the partials (not by person), and a column
+    /// renamed `__u` between the two aggregates (hashing the real `__u` while
+    /// grouping by the renamed one would split groups across partitions).
     #[tokio::test]
     async fn other_shapes_are_untouched() {
-        let sql = "SELECT __k0, count(*) FROM (SELECT __u, __k0, count(*) AS r FROM t GROUP BY __u, __k0) GROUP BY __k0";
-        let p =
-            |c: SessionContext| async move { displayable(c.sql(sql).await.unwrap().create_physical_plan().await.unwrap().as_ref()).indent(false).to_string() };
-        assert_eq!(p(ctx(true)).await, p(ctx(false)).await);
+        for sql in [
+            "SELECT __k0, count(*) FROM (SELECT __u, __k0, count(*) AS r FROM t GROUP BY __u, __k0) GROUP BY __k0 ORDER BY __k0",
+            "SELECT __u, count(*) AS n FROM (SELECT __k0 AS __u, __u AS k FROM (SELECT __u, __k0 FROM t GROUP BY __u, __k0)) GROUP BY __u ORDER BY __u",
+            "SELECT __u, count(*) AS n FROM (SELECT CAST(__k0 AS BIGINT) AS __u, __u AS k FROM (SELECT __u, __k0 FROM t GROUP BY __u, __k0)) GROUP BY __u ORDER BY __u",
+        ] {
+            let plan = |c: SessionContext| async move {
+                displayable(c.sql(sql).await.unwrap().create_physical_plan().await.unwrap().as_ref()).indent(false).to_string()
+            };
+            assert_eq!(plan(ctx(true)).await, plan(ctx(false)).await, "{sql}");
+            let a = ctx(true).sql(sql).await.unwrap().collect().await.unwrap();
+            let b = ctx(false).sql(sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(a, b, "{sql}");
+        }
     }
 }
