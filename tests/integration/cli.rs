@@ -446,3 +446,35 @@ fn timestamps_and_dates_are_iso_8601_in_every_format() {
         }
     }
 }
+
+/// Under auto-bounds (the default) explain predicts with the limits the last
+/// answer on the same tables used, and says so: its COUNT and SUM
+/// half-widths are within 2× of that answer's (the same limits and ε, so
+/// the prediction is the answer's own calibration).
+#[test]
+fn explain_under_auto_bounds_predicts_with_the_last_answers_limits() {
+    let (_d, data) = dataset();
+    ok(&data, &["budget", "set", "--epsilon", "200", "--reason", "auto-bounds prediction test"]);
+    let sql = "SELECT chat_kind, COUNT(*) AS n, SUM(length) AS s FROM messages GROUP BY chat_kind";
+    let args = ["--epsilon", "60", "--format", "json"];
+    let before = json(&data, &[&["explain", sql][..], &args[..]].concat());
+    assert!(before["limits_source"].as_str().unwrap().contains("no answer on these tables recorded its limits yet"), "{before}");
+    let q = json(&data, &[&["query", sql][..], &args[..]].concat());
+    assert!(q["notes"].to_string().contains("chosen from the data"), "the limits were chosen: {q}");
+    let e = json(&data, &[&["explain", sql][..], &args[..]].concat());
+    let source = e["limits_source"].as_str().unwrap();
+    assert!(
+        source.contains("the last answer on these tables used") && source.contains(q["privacy"]["bounding"].as_str().unwrap()),
+        "{source} vs {}",
+        q["privacy"]["bounding"]
+    );
+    let cell = |name: &str| e["cells"].as_array().unwrap().iter().find(|c| c["aggregate"] == name).unwrap()["ci_halfwidth"].as_f64().unwrap();
+    for row in q["rows"].as_array().unwrap() {
+        for c in ["n", "s"] {
+            let (v, lo, hi) = (row[c]["value"].as_f64().unwrap(), row[c]["ci_low"].as_f64().unwrap(), row[c]["ci_high"].as_f64().unwrap());
+            let got = (hi - v).max(v - lo);
+            let pred = cell(c);
+            assert!(got > 0.0 && pred / got <= 2.0 && got / pred <= 2.0, "{c}: predicted ±{pred}, released ±{got}");
+        }
+    }
+}
