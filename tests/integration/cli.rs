@@ -309,12 +309,7 @@ fn the_readme_tour_runs_verbatim() {
 /// messages per emoji say what to ingest.
 #[test]
 fn domain_tables_are_needed_only_by_the_queries_that_use_them() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let logs = d.path().join("logs");
-    ok(d.path(), &["init", data.to_str().unwrap()]);
-    ok(d.path(), &["generate", "--users", "60", "--days", "10", "--out", logs.to_str().unwrap()]);
-    ok(&data, &["ingest", "messages", logs.join("messages.csv").to_str().unwrap()]);
+    let (_d, data) = messages_dataset(60, 10, 1);
     let out = ok(&data, &["query", "SELECT chat_kind, COUNT(*) AS n FROM messages GROUP BY chat_kind"]);
     assert!(out.contains("privacy: ε="), "{out}");
     let r = run(&data, &["query", "SELECT emoji, COUNT(*) AS n FROM messages GROUP BY emoji"]);

@@ -271,12 +271,7 @@ fn the_statement_names_the_mechanism_used() {
 /// year totals' limits. A `limits_of` naming a later section is refused.
 #[test]
 fn months_add_up_to_the_year_total() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let logs = d.path().join("logs");
-    ok(d.path(), &["init", data.to_str().unwrap()]);
-    ok(d.path(), &["generate", "--users", "120", "--days", "365", "--out", logs.to_str().unwrap(), "--seed", "11"]);
-    ok(&data, &["ingest", "messages", logs.join("messages.csv").to_str().unwrap()]);
+    let (d, data) = messages_dataset(120, 365, 11);
     let spec = d.path().join("year.toml");
     let sections = |order: [&str; 2]| {
         let year = r#"

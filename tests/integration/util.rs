@@ -65,3 +65,16 @@ pub fn dataset() -> (tempfile::TempDir, PathBuf) {
     assert!(st.success());
     (d, data)
 }
+
+/// A fresh dataset holding only `messages`, generated for `users` people over
+/// `days` days (for tests that need their own data shape).
+pub fn messages_dataset(users: u32, days: u32, seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let logs = d.path().join("logs");
+    ok(d.path(), &["init", data.to_str().unwrap()]);
+    let (users, days, seed) = (users.to_string(), days.to_string(), seed.to_string());
+    ok(d.path(), &["generate", "--users", &users, "--days", &days, "--out", logs.to_str().unwrap(), "--seed", &seed]);
+    ok(&data, &["ingest", "messages", logs.join("messages.csv").to_str().unwrap()]);
+    (d, data)
+}
