@@ -174,13 +174,7 @@ impl Engine {
     /// of a report that must agree are bounded alike. Only under auto-bounds
     /// (whose charge covers noise calibrated on any limits); the people count
     /// and the disclosure are still released.
-    pub async fn compute_with_limits(
-        &self,
-        q: &DpQuery,
-        cal: &Calibration,
-        seed: [u8; 32],
-        given: Option<(crate::privacy::mechanisms::auto_bounds::Limits, String)>,
-    ) -> Result<QueryResult> {
+    pub async fn compute_with_limits(&self, q: &DpQuery, cal: &Calibration, seed: [u8; 32], given: Option<(Limits, String)>) -> Result<QueryResult> {
         let stream = |n: u64| {
             let mut r = crate::privacy::samplers::seeded_rng(seed);
             r.set_stream(n);
